@@ -1,0 +1,148 @@
+"""Typed settings read once from the environment, failing fast with one clear line.
+
+Each service builds its own frozen dataclass from these readers (warehouse
+`config.py` style): `ADSMON_<SERVICE>_<NAME>` wins over `ADSMON_<NAME>`, which
+wins over the default. Every value is validated here, not where it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.kit.startup import StartupError
+
+
+class ConfigError(StartupError):
+    """A setting is missing or malformed."""
+
+
+class Env:
+    """Reads `ADSMON_<SERVICE>_<NAME>` then `ADSMON_<NAME>` from a mapping (os.environ)."""
+
+    def __init__(self, service: str, environ: Mapping[str, str] | None = None) -> None:
+        self.service = service
+        self.environ = os.environ if environ is None else environ
+
+    def _lookup(self, name: str) -> tuple[str, str | None]:
+        for key in (f"ADSMON_{self.service.upper()}_{name}", f"ADSMON_{name}"):
+            if key in self.environ:
+                return key, self.environ[key].strip()
+        return f"ADSMON_{self.service.upper()}_{name}", None
+
+    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        key, value = self._lookup(name)
+        if value:
+            return value
+        if required or default is None:
+            raise ConfigError(f"missing setting {key}")
+        return default
+
+    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        key, value = self._lookup(name)
+        if not value:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not an integer") from None
+        if not lo <= number <= hi:
+            raise ConfigError(f"{key}={number} is out of range [{lo}, {hi}]")
+        return number
+
+    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        key, value = self._lookup(name)
+        if not value:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not a number") from None
+        if not lo <= number <= hi:
+            raise ConfigError(f"{key}={number} is out of range [{lo}, {hi}]")
+        return number
+
+    def bool(self, name: str, default: bool) -> bool:
+        key, value = self._lookup(name)
+        if not value:
+            return default
+        if value.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if value.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{key}={value!r} is not a boolean (true/false)")
+
+    def port(self, name: str, default: int) -> int:
+        return self.int(name, default, lo=1, hi=65535)
+
+    def secret(self, name: str) -> bytes:
+        """A secret from `<NAME>_FILE` (preferred) or `<NAME>`; never echoed in errors."""
+        file_key, path = self._lookup(f"{name}_FILE")
+        if path:
+            try:
+                data = Path(path).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"{file_key}: cannot read secret file ({exc.strerror})") from None
+        else:
+            key, value = self._lookup(name)
+            if not value:
+                raise ConfigError(f"missing setting {file_key} (or {key})")
+            data = value.encode()
+        if len(data) < 32:
+            raise ConfigError(f"ADSMON_{name} must be at least 32 bytes long")
+        return data
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What every service needs to start; services embed it in their own config."""
+
+    service: str
+    grpc_host: str
+    grpc_port: int
+    metrics_host: str
+    metrics_port: int
+    database_url: str
+    kafka_bootstrap: str
+    auth_secret: bytes
+    log_level: str
+    log_json: bool
+    shutdown_grace_seconds: float
+    db_pool_size: int
+
+    @classmethod
+    def from_env(
+        cls, service: str, *, grpc_port: int, metrics_port: int,
+        environ: Mapping[str, str] | None = None,
+    ) -> ServiceConfig:
+        env = Env(service, environ)
+        level = env.str("LOG_LEVEL", "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"ADSMON_LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        database_url = env.str("DATABASE_URL", f"sqlite:///.local/{service}.db")
+        if not database_url.startswith(("postgresql", "sqlite")):
+            raise ConfigError(
+                f"ADSMON_{service.upper()}_DATABASE_URL must be a postgresql+psycopg:// "
+                "or sqlite:/// URL"
+            )
+        bootstrap = env.str("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+        for hostport in bootstrap.split(","):
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"ADSMON_KAFKA_BOOTSTRAP={bootstrap!r} must be host:port[,host:port]")
+        return cls(
+            service=service,
+            grpc_host=env.str("GRPC_HOST", "127.0.0.1"),
+            grpc_port=env.port("GRPC_PORT", grpc_port),
+            metrics_host=env.str("METRICS_HOST", "127.0.0.1"),
+            metrics_port=env.port("METRICS_PORT", metrics_port),
+            database_url=database_url,
+            kafka_bootstrap=bootstrap,
+            auth_secret=env.secret("AUTH_SECRET"),
+            log_level=level,
+            log_json=env.bool("LOG_JSON", True),
+            shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", 10.0, lo=0.0, hi=300.0),
+            db_pool_size=env.int("DB_POOL_SIZE", 10, lo=1, hi=200),
+        )

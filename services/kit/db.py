@@ -1,0 +1,172 @@
+"""SQLAlchemy engine setup, schema migrations and a thread pool for blocking DB work.
+
+Services use synchronous SQLAlchemy (psycopg 3 on PostgreSQL, sqlite3 for the
+embedded default) and run it off the event loop through `Database.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from services.kit.startup import StartupError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """Build an engine for `url` (postgresql+psycopg://... or sqlite:///path).
+
+    Nothing connects here; call `check_connection` to fail fast at start-up.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StartupError(f"database URL is not valid: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=0,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+            # pysqlite opens transactions lazily by itself; our BEGIN IMMEDIATE does it instead.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(conn: Connection) -> None:
+            # One writer at a time, taken at BEGIN: no lost updates without FOR UPDATE.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise StartupError(f"unsupported database backend {parsed.get_backend_name()!r}")
+    return sa.create_engine(
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "application_name": "adsmon"},
+    )
+
+
+def is_postgres(engine_or_conn: Engine | Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid url>"
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once; raise StartupError with a one-line reason if we cannot."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise StartupError(f"database unreachable at {where}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. `upgrade` gets a connection inside the migration's transaction.
+
+    Migrations are append-only: never edit one that has shipped; add the next.
+    """
+
+    version: int
+    name: str
+    upgrade: Callable[[Connection], None]
+
+
+_schema_versions = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the pending migrations of `service` in order; safe to run concurrently.
+
+    On PostgreSQL a transaction-scoped advisory lock serialises concurrent
+    starters; SQLite's BEGIN IMMEDIATE does the same. Returns applied versions.
+    """
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"{service} migrations must have unique, increasing versions")
+    applied: list[int] = []
+    with engine.begin() as conn:
+        _schema_versions.create(conn, checkfirst=True)
+    for migration in migrations:
+        with engine.begin() as conn:
+            if is_postgres(conn):
+                key = int.from_bytes(hashlib.sha256(f"migrate:{service}".encode()).digest()[:8],
+                                     "big", signed=True)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            done = conn.execute(
+                sa.select(_schema_versions.c.version).where(
+                    _schema_versions.c.service == service,
+                    _schema_versions.c.version == migration.version,
+                )
+            ).first()
+            if done:
+                continue
+            log.info("applying migration %s %d %s", service, migration.version, migration.name)
+            migration.upgrade(conn)
+            conn.execute(
+                _schema_versions.insert().values(
+                    service=service, version=migration.version, name=migration.name
+                )
+            )
+            applied.append(migration.version)
+    return applied
+
+
+class Database:
+    """An engine plus a bounded thread pool so async servicers can run blocking DB work."""
+
+    def __init__(self, engine: Engine, *, workers: int | None = None) -> None:
+        self.engine = engine
+        size = workers or max(4, engine.pool.size() if hasattr(engine.pool, "size") else 4)
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="db")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the DB thread pool and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+        self.engine.dispose()

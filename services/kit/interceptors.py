@@ -1,0 +1,169 @@
+"""Server and client interceptors: auth, deadlines, request ids, logging, metrics, errors.
+
+This is the one place where domain errors become gRPC statuses with a
+`google.rpc.ErrorInfo` detail, and where unexpected failures are logged,
+counted and hidden behind a generic INTERNAL (or UNAVAILABLE for a database
+that is down) so that no stack trace or secret reaches a caller.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from services.kit import metrics
+from services.kit.auth import PUBLIC_SERVICES, Authenticator, Policy, reset_current_caller, set_current_caller
+from services.kit.errors import DomainError
+from services.kit.logging import request_id_var, rpc_method_var
+
+log = logging.getLogger("adsmon.rpc")
+
+# Absolute deadline (time.monotonic()) of the RPC being served, for propagation to calls we make.
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+MAX_REQUEST_ID_LEN = 128
+
+
+def error_status(code: grpc.StatusCode, reason: str, message: str, domain: str,
+                 metadata: Mapping[str, str] | None = None) -> grpc.Status:
+    """A grpc.Status carrying google.rpc.Status with one ErrorInfo detail."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {})))
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
+
+
+def _infrastructure_status(exc: BaseException, domain: str) -> grpc.Status | None:
+    if isinstance(exc, PoolTimeout | OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return error_status(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                            "the database is unavailable; retry with the same request_id", domain)
+    return None
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary handler of the server."""
+
+    def __init__(self, service: str, authenticator: Authenticator, policies: Mapping[str, Policy]) -> None:
+        self.domain = f"{service}.adsmon"
+        self.authenticator = authenticator
+        self.policies = policies
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        grpc_service, grpc_method = metrics.split_method(details.method)
+        if grpc_service in PUBLIC_SERVICES:
+            return handler
+        inner = handler.unary_unary
+        labels = ("unary", grpc_service, grpc_method)
+        policy = self.policies.get(grpc_service)
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            metrics.server_started.labels(*labels).inc()
+            metrics.server_msg_received.labels(*labels).inc()
+            md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            rid = md.get("x-request-id") or getattr(request, "request_id", "") or uuid.uuid4().hex
+            tokens = [request_id_var.set(rid[:MAX_REQUEST_ID_LEN]), rpc_method_var.set(grpc_method)]
+            remaining = context.time_remaining()
+            tokens.append(deadline_var.set(None if remaining is None else time.monotonic() + remaining))
+            caller_token = None
+            code = grpc.StatusCode.OK
+            try:
+                if remaining is not None and remaining <= 0:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    await context.abort(code, "deadline expired before the request was handled")
+                caller = self.authenticator.verify(md.get("authorization"))
+                caller_token = set_current_caller(caller)
+                if policy is None:
+                    raise DomainError("NO_POLICY", f"no authorisation policy for {grpc_service}")
+                policy.check(grpc_method, caller)
+                response = await inner(request, context)
+                metrics.server_msg_sent.labels(*labels).inc()
+                return response
+            except DomainError as exc:
+                code = getattr(grpc.StatusCode, exc.code)
+                log.info("%s refused: %s", grpc_method, exc.message,
+                         extra={"grpc_code": exc.code, "reason": exc.reason})
+                status = error_status(code, exc.reason, exc.message, self.domain, exc.metadata)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                status = _infrastructure_status(exc, self.domain)
+                if status is None:
+                    log.exception("%s failed", grpc_method)
+                    status = error_status(grpc.StatusCode.INTERNAL, "INTERNAL",
+                                          "internal error; retry with the same request_id", self.domain)
+                else:
+                    log.warning("%s: %s", grpc_method, type(exc).__name__)
+                code = status.code
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.server_handled.labels(*labels, metrics.go_code(code)).inc()
+                metrics.server_handling.labels(*labels).observe(elapsed)
+                if caller_token is not None:
+                    reset_current_caller(caller_token)
+                for var, token in zip((request_id_var, rpc_method_var, deadline_var), tokens, strict=True):
+                    var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the caller's token and the request id, bounds the deadline, records grpc_client_*."""
+
+    def __init__(self, token_source: Callable[[], str], default_timeout: float) -> None:
+        self.token_source = token_source
+        self.default_timeout = default_timeout
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        grpc_service, grpc_method = metrics.split_method(
+            client_call_details.method.decode() if isinstance(client_call_details.method, bytes)
+            else client_call_details.method
+        )
+        labels = ("unary", grpc_service, grpc_method)
+        md = list(client_call_details.metadata or [])
+        md.append(("authorization", f"Bearer {self.token_source()}"))
+        if rid := request_id_var.get():
+            md.append(("x-request-id", rid))
+        timeout = client_call_details.timeout or self.default_timeout
+        if (deadline := deadline_var.get()) is not None:
+            timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method, timeout=timeout, metadata=grpc.aio.Metadata(*md),
+            credentials=client_call_details.credentials, wait_for_ready=client_call_details.wait_for_ready,
+        )
+        metrics.client_started.labels(*labels).inc()
+        started = time.perf_counter()
+        call = await continuation(details, request)
+        try:
+            code = await call.code()
+        finally:
+            metrics.client_handling.labels(*labels).observe(time.perf_counter() - started)
+        metrics.client_handled.labels(*labels, metrics.go_code(code)).inc()
+        return call
+

@@ -1,0 +1,187 @@
+"""gRPC server bootstrap shared by every service.
+
+`serve(app)` starts a grpc.aio server with our interceptors, the standard
+health service and server reflection, a Prometheus /metrics endpoint, and the
+service's background components (outbox relay, consumers, schedulers). On
+SIGTERM/SIGINT it turns health to NOT_SERVING first, waits a moment so load
+balancers stop routing, drains in-flight RPCs within the grace period, then
+stops the components in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services.kit import logging as kit_logging
+from services.kit.auth import Authenticator, Policy
+from services.kit.config import ServiceConfig
+from services.kit.interceptors import ServerInterceptor
+from services.kit.startup import StartupError
+
+log = logging.getLogger("adsmon.server")
+
+
+class Component(Protocol):
+    """A background part of a service (relay, consumer, scheduler): started after the
+    server listens, stopped after it drained. Methods may be sync or async."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> Any: ...
+
+
+@dataclass
+class ServiceRegistration:
+    """One gRPC service: its full name, the generated add_*_to_server, the servicer, the policy."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    policy: Policy
+
+
+@dataclass
+class App:
+    """What a service's bootstrap hands to `serve`."""
+
+    config: ServiceConfig
+    services: list[ServiceRegistration]
+    components: list[Component] = field(default_factory=list)
+    on_close: list[Callable[[], Any]] = field(default_factory=list)
+    drain_delay_seconds: float = 0.5
+    # Filled in by serve(): the port actually bound (useful with port 0 in tests).
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
+
+
+class Server:
+    """A started service; `stop()` performs the graceful shutdown sequence."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics: Any = None
+        self._started: list[Component] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.app.config
+        policies = {s.name: s.policy for s in self.app.services}
+        interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies)
+        server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                     ("grpc.so_reuseport", 0)],
+        )
+        for svc in self.app.services:
+            svc.add_to_server(svc.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [s.name for s in self.app.services]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], server)
+        address = f"{cfg.grpc_host}:{cfg.grpc_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise StartupError(f"cannot listen for gRPC on {address} (port in use or address invalid)")
+        self.app.grpc_port = port
+        self._metrics = self._start_metrics(cfg)
+        await server.start()
+        self._grpc = server
+        for component in self.app.components:
+            await _maybe_await(component.start())
+            self._started.append(component)
+        for name in ("", *names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s:%d, metrics on :%s", ",".join(names), cfg.grpc_host, port,
+                 self.app.metrics_port)
+
+    def _start_metrics(self, cfg: ServiceConfig) -> Any:
+        try:
+            result = start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {exc.strerror}"
+            ) from None
+        http_server = result[0] if isinstance(result, tuple) else None
+        self.app.metrics_port = http_server.server_port if http_server else cfg.metrics_port
+        return http_server
+
+    async def stop(self) -> None:
+        """NOT_SERVING, drain delay, stop accepting and drain RPCs, stop components, close."""
+        if self._stopped.is_set():
+            return
+        await self.health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await asyncio.sleep(self.app.drain_delay_seconds)
+            await self._grpc.stop(self.app.config.shutdown_grace_seconds)
+        for component in reversed(self._started):
+            try:
+                await _maybe_await(component.stop())
+            except Exception:
+                log.exception("error stopping %s", type(component).__name__)
+        for close in reversed(self.app.on_close):
+            await _maybe_await(close())
+        if self._metrics is not None:
+            self._metrics.shutdown()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve_until_signalled(app: App) -> None:
+    """Start `app`, then run until SIGTERM or SIGINT and shut down gracefully."""
+    server = Server(app)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown requested")
+    await server.stop()
+
+
+def run_main(service: str, build_app: Callable[[], Coroutine[Any, Any, App]]) -> int:
+    """Process entry point: build the app, serve until signalled.
+
+    Start-up problems (bad settings, unreachable database, port in use) end the
+    process with exit code 2 and one line on stderr, never a traceback.
+    """
+
+    async def _main() -> None:
+        app = await build_app()
+        kit_logging.configure(service, app.config.log_level, app.config.log_json)
+        await serve_until_signalled(app)
+
+    try:
+        asyncio.run(_main())
+    except StartupError as exc:
+        print(f"{service}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
