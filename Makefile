@@ -1,0 +1,72 @@
+# adsmon: one entry point for set-up, running, testing and benchmarking.
+# Every target does its own set-up on a fresh machine (venv, stubs, infra).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+LOCAL := $(CURDIR)/.local
+export ADSMON_LOCAL := $(LOCAL)
+export ADSMON_AUTH_SECRET_FILE := $(LOCAL)/secrets/auth_secret
+PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
+GRPC_TOOLS_PROTO = $(shell $(PY) -c 'import grpc_tools,os;print(os.path.dirname(grpc_tools.__file__))')/_proto
+DB ?= sqlite
+PYTEST_ARGS ?=
+
+.PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+.venv/.stamp: pyproject.toml requirements.lock
+	@command -v python3.11 >/dev/null || python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), "python 3.11 is required"'
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	@# Make the repo (services.*) and the generated stubs (adsmon.*) importable.
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')/adsmon.pth
+	touch $@
+
+venv: .venv/.stamp ## create the virtualenv from the pinned lock file
+
+gen/.stamp: .venv/.stamp $(PROTO_FILES)
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -I protos -I $(GRPC_TOOLS_PROTO) \
+	  --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTO_FILES)
+	find gen -type d -exec touch {}/__init__.py \;
+	touch $@
+
+protos: gen/.stamp ## generate Python stubs from protos/ into gen/ (never edited, not committed)
+
+$(LOCAL)/secrets/auth_secret:
+	@mkdir -p $(LOCAL)/secrets && chmod 700 $(LOCAL)/secrets
+	@umask 077 && $(PY) -c 'import secrets;print(secrets.token_hex(32))' > $@
+
+secrets: .venv/.stamp $(LOCAL)/secrets/auth_secret ## generate the local service-to-service auth secret
+
+infra: venv ## start PostgreSQL 15 and Kafka (KRaft) on loopback, installing them if needed
+	deploy/local/postgres.sh start
+	deploy/local/kafka.sh start
+
+infra-stop: ## stop the local infrastructure
+	-deploy/local/kafka.sh stop
+	-deploy/local/postgres.sh stop
+	-deploy/local/prometheus.sh stop
+
+test: protos secrets infra ## run every test (unit, integration on real PostgreSQL+Kafka, e2e)
+	set -a; source $(LOCAL)/env; set +a; $(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+test-unit: protos secrets ## unit tests only (no infrastructure)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
+
+lint: protos ## ruff, proto lint (buf)
+	.venv/bin/ruff check .
+	deploy/local/protolint.sh
+
+run: protos secrets infra ## run the whole suite (infra + connects, ads, billing); Ctrl-C stops it
+	set -a; source $(LOCAL)/env; set +a; DB=$(DB) $(PY) deploy/run_suite.py
+
+bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
+	set -a; source $(LOCAL)/env; set +a; $(PY) tests/load/run_all.py
+
+clean: infra-stop ## stop infra and delete local state (databases, Kafka data, venv, stubs)
+	rm -rf .local gen .venv
