@@ -75,7 +75,7 @@ def main() -> int:
         print("all services up; Ctrl-C stops everything (infra stays up: make infra-stop)")
     while not stop and all(p.poll() is None for p in procs.values()):
         time.sleep(0.5)
-    for name, proc in procs.items():
+    for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     code = 0
