@@ -44,6 +44,7 @@ $(LOCAL)/secrets/auth_secret:
 secrets: .venv/.stamp $(LOCAL)/secrets/auth_secret ## generate the local service-to-service auth secret
 
 infra: venv ## start PostgreSQL 15 and Kafka (KRaft) on loopback, installing them if needed
+	deploy/local/prometheus.sh install
 	deploy/local/postgres.sh start
 	deploy/local/kafka.sh start
 

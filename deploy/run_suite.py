@@ -44,7 +44,7 @@ def main() -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name in SERVICES:
         log = open(LOCAL / "log" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        procs[name] = subprocess.Popen(  # noqa: S603 - fixed argv
+        procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=service_env(name),
             stdout=log, stderr=subprocess.STDOUT)
     stop = False

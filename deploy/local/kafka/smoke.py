@@ -2,6 +2,7 @@
 idempotent acks=all producer, consume it back. Optional --keep/--verify to
 check that data survives a broker restart. Used by `kafka.sh smoke`."""
 import argparse
+import contextlib
 import sys
 import time
 import uuid
@@ -39,10 +40,8 @@ def main():
 
     if a.produce or both:
         adm = KafkaAdminClient(bootstrap_servers=a.bootstrap, client_id="adsmon-smoke")
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             adm.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-        except TopicAlreadyExistsError:
-            pass
         adm.close()
         p = KafkaProducer(bootstrap_servers=a.bootstrap, enable_idempotence=True, acks="all")
         futures = [p.send(topic, key=str(i % 7).encode(), value=v.encode())

@@ -1,0 +1,80 @@
+"""Fixtures shared by every test tier.
+
+Integration and e2e tests use the real PostgreSQL and Kafka that `make test`
+starts (settings in .local/env, exported by the Makefile). A missing piece of
+infrastructure fails the test with a clear message; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_local_env() -> None:
+    """Let `pytest` run directly (not via make) once `make infra` has written .local/env."""
+    env_file = ROOT / ".local" / "env"
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("ADSMON_"):
+                os.environ.setdefault(key.strip(), value.strip())
+    secret = ROOT / ".local" / "secrets" / "auth_secret"
+    if secret.is_file():
+        os.environ.setdefault("ADSMON_AUTH_SECRET_FILE", str(secret))
+
+
+_load_local_env()
+
+
+def require_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: start the infrastructure with `make infra` (make test does it)")
+    return value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return require_env("ADSMON_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="session")
+def auth_secret() -> bytes:
+    return secrets.token_hex(32).encode()
+
+
+@pytest.fixture(scope="session")
+def create_database() -> Iterator[Callable[[str], str]]:
+    """Factory: a fresh, empty PostgreSQL database per call; all dropped at session end."""
+    admin_url = make_url(require_env("ADSMON_ADMIN_DATABASE_URL"))
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    created: list[str] = []
+
+    def create(prefix: str) -> str:
+        assert prefix.isidentifier() and prefix.islower(), "prefix becomes part of an identifier"
+        name = f"t_{prefix}_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return admin_url.set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def unique(prefix: str) -> str:
+    """A random id so tests never collide with each other or with earlier runs."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,112 @@
+"""Start the real service processes (`python -m services.<name>`) against real infra."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    grpc_port: int
+    metrics_port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self.serving():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} not SERVING after 45s:\n{self.log_tail()}")
+
+    def serving(self) -> bool:
+        with grpc.insecure_channel(self.target) as ch:
+            try:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"{self.name} did not stop within {timeout}s after SIGTERM") from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def secret_file(tmp_path_factory, auth_secret: bytes) -> Path:
+    path = tmp_path_factory.mktemp("secrets") / "auth_secret"
+    path.write_bytes(auth_secret)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def launch(tmp_path_factory, create_database, kafka_bootstrap, secret_file) -> Iterator[Callable[..., ServiceProcess]]:
+    """Factory: start a service on free ports with a fresh PostgreSQL database."""
+    started: list[ServiceProcess] = []
+    logs = tmp_path_factory.mktemp("logs")
+
+    def start(name: str, **settings: str) -> ServiceProcess:
+        grpc_port, metrics_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
+        env.update({
+            "ADSMON_GRPC_PORT": str(grpc_port),
+            "ADSMON_METRICS_PORT": str(metrics_port),
+            f"ADSMON_{name.upper()}_DATABASE_URL": create_database(name),
+            "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "ADSMON_AUTH_SECRET_FILE": str(secret_file),
+            "ADSMON_SHUTDOWN_GRACE_SECONDS": "5",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(settings)
+        svc = ServiceProcess(name, grpc_port, metrics_port, env, logs / f"{name}-{grpc_port}.log")
+        svc.start()
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in reversed(started):
+        svc.stop()

@@ -1,0 +1,68 @@
+"""Run ghz (gRPC load generator, Go) and read its JSON summary.
+
+ghz leaves the Python server more CPU than a Python client would on a
+2-core machine. Install: deploy/local/tools.sh install ghz.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ghz_path() -> str:
+    bindir = subprocess.run([str(ROOT / "deploy/local/tools.sh"), "path"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    path = Path(bindir) / "ghz"
+    if not path.exists():
+        subprocess.run([str(ROOT / "deploy/local/tools.sh"), "install", "ghz"], check=True)
+    return str(path) if path.exists() else (shutil.which("ghz") or "ghz")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    name: str
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    status: dict[str, int]
+
+    def row(self) -> str:
+        return (f"| {self.name} | {self.requests} | {self.rps:,.0f} | {self.p50_ms:.2f} | "
+                f"{self.p99_ms:.2f} | {self.errors} |")
+
+
+HEADER = "| benchmark | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|---|"
+
+
+def run_ghz(name: str, target: str, call: str, *, data: str | dict = "{}", concurrency: int = 32,
+            total: int | None = None, duration: str | None = None, rps: int | None = None,
+            metadata: dict[str, str] | None = None, extra: list[str] | None = None) -> LoadResult:
+    """Run one ghz load; `data` may use ghz templates like {{.RequestNumber}}."""
+    args = [ghz_path(), "--insecure", "--call", call, "-c", str(concurrency), "-O", "json",
+            "-d", data if isinstance(data, str) else json.dumps(data), "--connections", "4"]
+    if total:
+        args += ["-n", str(total)]
+    if duration:
+        args += ["-z", duration]
+    if rps:
+        args += ["-r", str(rps)]
+    if metadata:
+        args += ["-m", json.dumps(metadata)]
+    args += [*(extra or []), target]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0 and not out.stdout.strip():
+        raise RuntimeError(f"ghz failed: {out.stderr.strip()[:500]}")
+    report = json.loads(out.stdout)
+    lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    status = report.get("statusCodeDistribution") or {}
+    return LoadResult(name=name, requests=report["count"], rps=report["rps"], p50_ms=lat.get(50, 0.0),
+                      p99_ms=lat.get(99, 0.0), errors=sum(v for k, v in status.items() if k != "OK"),
+                      status=status)
