@@ -170,3 +170,15 @@ class Database:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
         self.engine.dispose()
+
+
+def open_database(url: str, service: str, migrations: Sequence[Migration], *, pool_size: int = 10) -> Database:
+    """Engine + connectivity check + migrations: what every service does first at start-up."""
+    engine = make_engine(url, pool_size=pool_size)
+    check_connection(engine)
+    try:
+        migrate(engine, service, migrations)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise StartupError(f"migrating the {service} database failed: {reason}") from None
+    return Database(engine, workers=pool_size)
