@@ -1,0 +1,182 @@
+"""Commands the ledger accepts. Every field is validated here, once, on construction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from typing import ClassVar
+
+from services.connects.domain.model import LotSource, ReturnReason, SpendReason
+from services.kit.errors import InvalidArgument
+
+MAX_ID_LEN = 128
+MAX_REFERENCE_LEN = 256
+MAX_AMOUNT = 2**63 - 1
+MIN_HOLD_TTL = timedelta(seconds=1)
+MAX_HOLD_TTL = timedelta(days=90)
+DEFAULT_HOLD_TTL = timedelta(days=14)
+MAX_PAGE_SIZE = 1000
+
+
+def check_id(field: str, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument("INVALID_FIELD", f"{field} is required", field=field)
+    if len(value) > MAX_ID_LEN:
+        raise InvalidArgument("FIELD_TOO_LONG", f"{field} is longer than {MAX_ID_LEN} characters",
+                              field=field, max_length=MAX_ID_LEN)
+    if not value.isprintable():
+        raise InvalidArgument("INVALID_FIELD", f"{field} contains control characters", field=field)
+
+
+def check_amount(field: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument("INVALID_FIELD", f"{field} must be an integer", field=field)
+    if value <= 0:
+        raise InvalidArgument("AMOUNT_NOT_POSITIVE", f"{field} must be at least 1", field=field)
+    if value > MAX_AMOUNT:
+        raise InvalidArgument("INVALID_FIELD", f"{field} must be at most 2^63-1", field=field)
+
+
+def check_reference(value: str) -> None:
+    if len(value) > MAX_REFERENCE_LEN:
+        raise InvalidArgument("FIELD_TOO_LONG", f"reference is longer than {MAX_REFERENCE_LEN} characters",
+                              field="reference", max_length=MAX_REFERENCE_LEN)
+    if not value.isprintable():
+        raise InvalidArgument("INVALID_FIELD", "reference contains control characters", field="reference")
+
+
+def check_enum(field: str, value: object, enum: type) -> None:
+    if not isinstance(value, enum):
+        raise InvalidArgument("UNKNOWN_ENUM_VALUE", f"{field} must be one of {[e.value for e in enum]}",
+                              field=field)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A mutation with its idempotency key."""
+
+    method: ClassVar[str] = ""
+    request_id: str
+
+    def __post_init__(self) -> None:
+        check_id("request_id", self.request_id)
+
+    def fingerprint(self) -> str:
+        """Hash of the canonical request without its request_id: same id + other content is refused."""
+        body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "request_id"}
+        canonical = json.dumps({"method": self.method, **body}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credit(Command):
+    method: ClassVar[str] = "Credit"
+    account_id: str
+    amount: int
+    source: LotSource
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("account_id", self.account_id)
+        check_amount("amount", self.amount)
+        check_enum("source", self.source, LotSource)
+        check_reference(self.reference)
+
+
+@dataclass(frozen=True)
+class Spend(Command):
+    method: ClassVar[str] = "Spend"
+    account_id: str
+    amount: int
+    reason: SpendReason
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("account_id", self.account_id)
+        check_amount("amount", self.amount)
+        check_enum("reason", self.reason, SpendReason)
+        check_reference(self.reference)
+
+
+@dataclass(frozen=True)
+class PlaceHold(Command):
+    method: ClassVar[str] = "Hold"
+    account_id: str
+    amount: int
+    reason: SpendReason
+    reference: str = ""
+    ttl: timedelta = DEFAULT_HOLD_TTL
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("account_id", self.account_id)
+        check_amount("amount", self.amount)
+        check_enum("reason", self.reason, SpendReason)
+        check_reference(self.reference)
+        if not MIN_HOLD_TTL <= self.ttl <= MAX_HOLD_TTL:
+            raise InvalidArgument("TTL_OUT_OF_RANGE", "ttl must be between 1 second and 90 days", field="ttl")
+
+
+@dataclass(frozen=True)
+class CaptureHold(Command):
+    method: ClassVar[str] = "CaptureHold"
+    hold_id: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("hold_id", self.hold_id)
+        check_amount("amount", self.amount)
+
+
+@dataclass(frozen=True)
+class ReleaseHold(Command):
+    method: ClassVar[str] = "ReleaseHold"
+    hold_id: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("hold_id", self.hold_id)
+
+
+@dataclass(frozen=True)
+class ReturnConnects(Command):
+    method: ClassVar[str] = "ReturnConnects"
+    spend_transaction_id: str
+    reason: ReturnReason
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("spend_transaction_id", self.spend_transaction_id)
+        check_enum("reason", self.reason, ReturnReason)
+
+
+@dataclass(frozen=True)
+class ExpireLots:
+    """Scheduled: expire the due lots of one account (no request id: idempotent by nature)."""
+
+    method: ClassVar[str] = "ExpireLots"
+    account_id: str
+
+
+@dataclass(frozen=True)
+class ExpireHold:
+    """Scheduled: release one hold past its ttl as EXPIRED (idempotent by nature)."""
+
+    method: ClassVar[str] = "ExpireHold"
+    hold_id: str
+
+
+def as_dict(command: object) -> dict[str, object]:
+    return asdict(command)  # type: ignore[call-overload]
+
+
+def check_page_size(page_size: int) -> int:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("INVALID_FIELD", f"page_size must be between 0 and {MAX_PAGE_SIZE}",
+                              field="page_size")
+    return page_size or 50

@@ -1,0 +1,72 @@
+"""The ledger's business refusals, each with its gRPC code (via the kit) and reason."""
+
+from __future__ import annotations
+
+from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
+
+
+class InsufficientConnects(FailedPrecondition):
+    def __init__(self, account_id: str, requested: int, available: int) -> None:
+        super().__init__("INSUFFICIENT_CONNECTS",
+                         f"account {account_id} has {available} Connects available, {requested} needed",
+                         requested=requested, available=available)
+
+
+class BalanceLimitExceeded(FailedPrecondition):
+    def __init__(self, account_id: str) -> None:
+        super().__init__("BALANCE_LIMIT_EXCEEDED", f"account {account_id} would exceed 2^63-1 Connects")
+
+
+class HoldNotFound(NotFound):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__("HOLD_NOT_FOUND", f"hold {hold_id} does not exist", hold_id=hold_id)
+
+
+class HoldNotOpen(FailedPrecondition):
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__("HOLD_NOT_OPEN", f"hold {hold_id} is already {status}", hold_id=hold_id,
+                         status=status)
+
+
+class HoldExpired(FailedPrecondition):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__("HOLD_EXPIRED", f"hold {hold_id} passed its ttl and was released",
+                         hold_id=hold_id)
+
+
+class CaptureExceedsHold(FailedPrecondition):
+    def __init__(self, hold_id: str, requested: int, held: int) -> None:
+        super().__init__("CAPTURE_EXCEEDS_HOLD", f"cannot capture {requested} from hold {hold_id} of {held}",
+                         hold_id=hold_id, requested=requested, held=held)
+
+
+class TransactionNotFound(NotFound):
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__("TRANSACTION_NOT_FOUND", f"transaction {transaction_id} does not exist",
+                         transaction_id=transaction_id)
+
+
+class NotReturnable(FailedPrecondition):
+    """The reason does not return Connects (rejected, hired someone else, expired, withdrawn)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("NOT_RETURNABLE", f"{reason} does not return Connects", return_reason=reason)
+
+
+class TransactionNotReturnable(FailedPrecondition):
+    def __init__(self, transaction_id: str, why: str) -> None:
+        super().__init__("TRANSACTION_NOT_RETURNABLE", f"transaction {transaction_id} {why}",
+                         transaction_id=transaction_id)
+
+
+class AlreadyReturned(FailedPrecondition):
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__("ALREADY_RETURNED", f"transaction {transaction_id} was already returned",
+                         transaction_id=transaction_id)
+
+
+class RequestIdReused(AlreadyExists):
+    def __init__(self, request_id: str, method: str) -> None:
+        super().__init__("REQUEST_ID_REUSED",
+                         f"request_id {request_id!r} was already used for a different {method} request",
+                         request_id=request_id)
