@@ -1,0 +1,194 @@
+"""Kafka plumbing every service shares: topic names, client factories, the event envelope.
+
+Factories only build clients; nothing connects at import time. Producers are
+idempotent with acks=all so a retried send never duplicates or reorders a
+partition; consumers never auto-commit (offsets are committed after the
+database effect, see `services.kit.consumer`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from adsmon.events.v1.event_pb2 import Event
+from google.protobuf import message as pb_message
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kerrors
+
+LEDGER_TOPIC = "connects.ledger.v1"
+ADS_TOPIC = "ads.events.v1"
+BILLING_TOPIC = "billing.events.v1"
+MARKETPLACE_JOBS_TOPIC = "marketplace.jobs.v1"
+TOPICS = (LEDGER_TOPIC, ADS_TOPIC, BILLING_TOPIC, MARKETPLACE_JOBS_TOPIC)
+DEFAULT_PARTITIONS = 3
+DLQ_SUFFIX = ".dlq"
+MAX_ID_LENGTH = 128
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic beside `topic`."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def default_topics(partitions: int = DEFAULT_PARTITIONS) -> dict[str, int]:
+    """Every canonical topic and its DLQ, for `ensure_topics` at start-up or in `make infra`."""
+    return {name: partitions for topic in TOPICS for name in (topic, dlq_topic(topic))}
+
+
+class UndecodableEvent(ValueError):
+    """Bytes that are not a usable `Event`, or a payload of a type the reader does not know.
+
+    Permanent: retrying cannot help, so an idempotent consumer dead-letters it at once.
+    """
+
+
+def _servers(bootstrap: str) -> list[str]:
+    return [part.strip() for part in bootstrap.split(",") if part.strip()]
+
+
+def make_producer(bootstrap: str, *, client_id: str, **overrides: Any) -> KafkaProducer:
+    """An idempotent, acks=all producer; connects (and may raise NoBrokersAvailable) on creation.
+
+    Timeouts are shorter than kafka-python's defaults so an outage surfaces as an
+    error within seconds instead of blocking a relay for minutes.
+    """
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(bootstrap),
+        "client_id": client_id,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_block_ms": 10_000,
+        "request_timeout_ms": 10_000,
+        "delivery_timeout_ms": 30_000,
+        "bootstrap_timeout_ms": 5_000,
+        "reconnect_backoff_max_ms": 5_000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(bootstrap: str, *, group_id: str, client_id: str, **overrides: Any) -> KafkaConsumer:
+    """A group consumer with manual commits that starts a new group at the earliest offset."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(bootstrap),
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+        "max_poll_records": 200,
+        "bootstrap_timeout_ms": 5_000,
+        "reconnect_backoff_max_ms": 5_000,
+    }
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def make_admin(bootstrap: str, *, client_id: str, **overrides: Any) -> KafkaAdminClient:
+    config: dict[str, Any] = {"bootstrap_servers": _servers(bootstrap), "client_id": client_id}
+    config.update(overrides)
+    return KafkaAdminClient(**config)
+
+
+def ensure_topics(
+    bootstrap: str, topics: Mapping[str, int], *, replication_factor: int = 1,
+    client_id: str = "adsmon-admin", timeout_ms: int = 30_000,
+) -> list[str]:
+    """Create the missing topics ({name: partitions}); existing ones are left as they are.
+
+    Returns the names created by this call. Waits until every topic has a leader.
+    """
+    admin = make_admin(bootstrap, client_id=client_id)
+    try:
+        request = {name: {"num_partitions": n, "replication_factor": replication_factor}
+                   for name, n in topics.items()}
+        result = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+        created = []
+        for entry in result["topics"]:
+            error = kerrors.for_code(entry["error_code"])
+            if error is kerrors.NoError:
+                created.append(entry["name"])
+            elif error is not kerrors.TopicAlreadyExistsError:
+                raise error(f"cannot create topic {entry['name']}: {entry.get('error_message')}")
+        admin.wait_for_topics(list(topics), timeout_ms=timeout_ms)
+        return created
+    finally:
+        admin.close()
+
+
+def make_event(
+    type_msg: pb_message.Message, aggregate_id: str, producer: str, causation_id: str | None = None,
+    event_id: str | None = None, occurred_at: datetime | None = None,
+) -> Event:
+    """Wrap a typed payload in the `Event` envelope; `type` is the payload's full proto name."""
+    if not aggregate_id:
+        raise ValueError("aggregate_id is required: it is the Kafka key that keeps per-key order")
+    if len(aggregate_id) > MAX_ID_LENGTH:
+        raise ValueError(f"aggregate_id longer than {MAX_ID_LENGTH} characters")
+    event = Event(
+        event_id=event_id or str(uuid.uuid4()),
+        type=type_msg.DESCRIPTOR.full_name,
+        producer=producer,
+        aggregate_id=aggregate_id,
+        causation_id=causation_id or "",
+    )
+    event.occurred_at.FromDatetime(occurred_at or datetime.now(UTC))
+    event.payload.Pack(type_msg)
+    return event
+
+
+def encode_event(event: Event) -> bytes:
+    return event.SerializeToString(deterministic=True)
+
+
+def decode_event(data: bytes | None) -> Event:
+    """Parse and sanity-check an envelope; raise UndecodableEvent if it is not one."""
+    if not data:
+        raise UndecodableEvent("empty record value")
+    event = Event()
+    try:
+        event.ParseFromString(data)
+    except pb_message.DecodeError as exc:
+        raise UndecodableEvent(f"not an adsmon.events.v1.Event: {exc}") from None
+    # Arbitrary bytes can parse as a proto made only of unknown fields: insist on the contract.
+    if not event.event_id or len(event.event_id) > MAX_ID_LENGTH:
+        raise UndecodableEvent("event_id is missing or too long")
+    if not event.type or not event.HasField("payload"):
+        raise UndecodableEvent(f"event {event.event_id} has no type or payload")
+    return event
+
+
+PayloadRegistry = Mapping[str, type[pb_message.Message]]
+
+
+def payload_registry(*message_types: type[pb_message.Message]) -> dict[str, type[pb_message.Message]]:
+    """{full proto name: class} for `decode_payload`."""
+    return {cls.DESCRIPTOR.full_name: cls for cls in message_types}
+
+
+def decode_payload(
+    event: Event, registry: PayloadRegistry | Iterable[type[pb_message.Message]],
+) -> pb_message.Message:
+    """Unpack `event.payload` into the registered class for its type; UndecodableEvent otherwise."""
+    if not isinstance(registry, Mapping):
+        registry = payload_registry(*registry)
+    type_name = event.payload.TypeName()
+    cls = registry.get(type_name)
+    if cls is None:
+        raise UndecodableEvent(f"event {event.event_id}: unknown payload type {type_name!r}")
+    message = cls()
+    if not event.payload.Unpack(message):
+        raise UndecodableEvent(f"event {event.event_id}: payload is not a {type_name}")
+    return message
+
+
+__all__ = [
+    "ADS_TOPIC", "BILLING_TOPIC", "DEFAULT_PARTITIONS", "LEDGER_TOPIC", "MARKETPLACE_JOBS_TOPIC", "TOPICS",
+    "Event", "UndecodableEvent", "decode_event", "decode_payload", "default_topics", "dlq_topic",
+    "encode_event", "ensure_topics", "make_admin", "make_consumer", "make_event", "make_producer",
+    "payload_registry",
+]
