@@ -1,0 +1,205 @@
+"""Use cases: apply a batch of commands in one unit of work (group commit).
+
+Each command gets its own outcome (a receipt, a replayed receipt or a
+DomainError); the batch is committed once. Idempotency, authorisation and
+the order of locking live here, the rules of money in the domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from services.connects.domain import commands as c
+from services.connects.domain import errors
+from services.connects.domain.model import AD_REASONS, LedgerTransaction, LotSource, SpendReason, Wallet, new_id
+from services.connects.service_layer import receipts
+from services.connects.service_layer.receipts import Receipt
+from services.connects.service_layer.unit_of_work import AbstractLedgerUnitOfWork, StoredRequest
+from services.kit.errors import DomainError, PermissionDenied
+
+BILLING = "billing"
+ADS = "ads"
+SYSTEM = "connects"  # the service itself: sweepers and the jobs consumer
+
+
+class Metrics(Protocol):
+    """What the ledger reports (implemented with prometheus_client in adapters.metrics)."""
+
+    def transaction_recorded(self, tx: LedgerTransaction) -> None: ...
+
+    def replayed(self, method: str) -> None: ...
+
+    def refused(self, method: str, error: DomainError) -> None: ...
+
+    def batch_committed(self, size: int) -> None: ...
+
+
+class NullMetrics:
+    def transaction_recorded(self, tx: LedgerTransaction) -> None:
+        pass
+
+    def replayed(self, method: str) -> None:
+        pass
+
+    def refused(self, method: str, error: DomainError) -> None:
+        pass
+
+    def batch_committed(self, size: int) -> None:
+        pass
+
+
+Mutation = c.Credit | c.Spend | c.PlaceHold | c.CaptureHold | c.ReleaseHold | c.ReturnConnects
+Scheduled = c.ExpireLots | c.ExpireHold
+AnyCommand = Mutation | Scheduled
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A command and who sent it (captured in the RPC's context before crossing threads)."""
+
+    command: AnyCommand
+    caller: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    receipt: Receipt | None = None
+    error: DomainError | None = None
+    replayed: bool = False
+
+
+def _deny(caller: str, what: str) -> PermissionDenied:
+    return PermissionDenied("CALLER_NOT_ALLOWED", f"caller {caller!r} may not {what}", caller=caller)
+
+
+def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = None) -> None:
+    """Only billing credits PURCHASE; only ads moves Connects for ad products (BOOST, BADGE, PROMOTED_PROFILE)."""
+    if caller == SYSTEM:
+        return
+    if isinstance(cmd, c.Credit) and cmd.source is LotSource.PURCHASE and caller != BILLING:
+        raise _deny(caller, "credit PURCHASE Connects (billing only)")
+    reason = getattr(cmd, "reason", None) if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
+    if reason in AD_REASONS and caller != ADS:
+        raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")  # type: ignore[union-attr]
+
+
+def precheck(cmd: AnyCommand, caller: str) -> None:
+    """Checks that need no database: run before queuing, so refusals cost nothing."""
+    if isinstance(cmd, c.Credit | c.Spend | c.PlaceHold):
+        authorize(cmd, caller)
+
+
+def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datetime,
+            metrics: Metrics | None = None) -> list[Outcome]:
+    """Apply `batch` in one unit of work and commit. Raises only for infrastructure failures
+    (including RequestIdConflict): the caller then retries, the batch or command by command."""
+    metrics = metrics or NullMetrics()
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    with uow:
+        todo = _answer_known_requests(uow, batch, outcomes, metrics)
+        hold_ids = {e.command.hold_id for _, e in todo if isinstance(e.command, c.CaptureHold | c.ReleaseHold
+                                                                      | c.ExpireHold)}
+        tx_ids = {e.command.spend_transaction_id for _, e in todo if isinstance(e.command, c.ReturnConnects)}
+        hold_accounts = uow.hold_accounts(hold_ids) if hold_ids else {}
+        tx_accounts = uow.transaction_accounts(tx_ids) if tx_ids else {}
+        accounts = {a for a in (_account_of(e.command, hold_accounts, tx_accounts) for _, e in todo) if a}
+        wallets = uow.lock_wallets(sorted(accounts), hold_ids) if accounts else {}
+        returnables = uow.returnables(tx_ids) if tx_ids else {}
+        stored: list[StoredRequest] = []
+        for i, env in todo:
+            cmd = env.command
+            try:
+                account = _account_of(cmd, hold_accounts, tx_accounts)
+                if account is None:
+                    raise _not_found(cmd)
+                receipt = _apply(wallets[account], env, returnables, now)
+            except DomainError as exc:
+                metrics.refused(cmd.method, exc)
+                outcomes[i] = Outcome(error=exc)
+                continue
+            outcomes[i] = Outcome(receipt=receipt)
+            if receipt is not None and isinstance(cmd, c.Command):
+                stored.append(StoredRequest(cmd.request_id, cmd.method, cmd.fingerprint(),
+                                            receipts.encode(receipt)))
+        changed = [w for w in wallets.values() if w.pending]
+        recorded = [tx for w in changed for tx in w.pending]
+        uow.save(changed, stored, now)
+        uow.commit()
+    for tx in recorded:
+        metrics.transaction_recorded(tx)
+    metrics.batch_committed(len(batch))
+    return [o or Outcome() for o in outcomes]
+
+
+def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope],
+                           outcomes: list[Outcome | None], metrics: Metrics) -> list[tuple[int, Envelope]]:
+    """Replay or refuse commands whose request_id was already applied; return the rest in order."""
+    ids = [e.command.request_id for e in batch if isinstance(e.command, c.Command)]
+    known = uow.find_requests(ids) if ids else {}
+    todo = []
+    seen: set[str] = set()
+    for i, env in enumerate(batch):
+        cmd = env.command
+        if isinstance(cmd, c.Command):
+            if cmd.request_id in seen:
+                raise AssertionError("a batch must not carry the same request_id twice")
+            seen.add(cmd.request_id)
+            prior = known.get(cmd.request_id)
+            if prior is not None:
+                if prior.method != cmd.method or prior.fingerprint != cmd.fingerprint():
+                    outcomes[i] = Outcome(error=errors.RequestIdReused(cmd.request_id, cmd.method))
+                else:
+                    metrics.replayed(cmd.method)
+                    outcomes[i] = Outcome(receipt=receipts.decode(prior.response), replayed=True)
+                continue
+        todo.append((i, env))
+    return todo
+
+
+def _account_of(cmd: AnyCommand, hold_accounts: dict[str, str], tx_accounts: dict[str, str]) -> str | None:
+    if isinstance(cmd, c.CaptureHold | c.ReleaseHold | c.ExpireHold):
+        return hold_accounts.get(cmd.hold_id)
+    if isinstance(cmd, c.ReturnConnects):
+        return tx_accounts.get(cmd.spend_transaction_id)
+    return cmd.account_id
+
+
+def _not_found(cmd: AnyCommand) -> DomainError:
+    if isinstance(cmd, c.ReturnConnects):
+        return errors.TransactionNotFound(cmd.spend_transaction_id)
+    return errors.HoldNotFound(cmd.hold_id)  # type: ignore[union-attr]
+
+
+def _apply(wallet: Wallet, env: Envelope, returnables: dict, now: datetime) -> Receipt | None:  # type: ignore[type-arg]
+    cmd, caller = env.command, env.caller
+    match cmd:
+        case c.Credit():
+            return Receipt(wallet.credit(amount=cmd.amount, source=cmd.source, reference=cmd.reference, now=now))
+        case c.Spend():
+            return Receipt(wallet.spend(amount=cmd.amount, reason=cmd.reason, reference=cmd.reference, now=now))
+        case c.PlaceHold():
+            hold_id = new_id()
+            tx = wallet.hold(hold_id=hold_id, amount=cmd.amount, reason=cmd.reason, reference=cmd.reference,
+                             ttl=cmd.ttl, now=now)
+            return Receipt(tx, hold_id, wallet.holds[hold_id].expires_at)
+        case c.CaptureHold():
+            authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
+            return Receipt(wallet.capture(hold_id=cmd.hold_id, amount=cmd.amount, now=now))
+        case c.ReleaseHold():
+            authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
+            return Receipt(wallet.release(hold_id=cmd.hold_id, now=now))
+        case c.ReturnConnects():
+            original = returnables[cmd.spend_transaction_id]
+            tx = wallet.return_connects(original=original, reason=cmd.reason, now=now)
+            returnables[cmd.spend_transaction_id] = type(original)(original.transaction, True)
+            return Receipt(tx)
+        case c.ExpireLots():
+            tx = wallet.expire_due_lots(now)
+            return Receipt(tx) if tx else None
+        case c.ExpireHold():
+            tx = wallet.expire_hold(hold_id=cmd.hold_id, now=now)
+            return Receipt(tx) if tx else None
+    raise AssertionError(f"unhandled command {cmd!r}")

@@ -1,0 +1,46 @@
+"""The ledger's application facade used by the gRPC servicer, the consumers and the schedulers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from services.connects.service_layer import queries as q
+from services.connects.service_layer.batcher import Batcher
+from services.connects.service_layer.handlers import AnyCommand, Envelope, Outcome, precheck
+from services.connects.service_layer.receipts import Receipt
+from services.connects.service_layer.unit_of_work import AbstractLedgerQueries
+
+T = TypeVar("T")
+RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class Ledger:
+    """Async entry point: mutations go through the group-commit batcher, reads through a thread pool."""
+
+    def __init__(self, batcher: Batcher, queries: AbstractLedgerQueries, run_blocking: RunBlocking,
+                 clock: Callable[[], datetime]) -> None:
+        self.batcher = batcher
+        self.queries = queries
+        self._run = run_blocking
+        self._clock = clock
+
+    async def execute(self, command: AnyCommand, caller: str) -> Outcome:
+        """Apply one command; refusals come back in the outcome, not raised."""
+        precheck(command, caller)
+        return await self.batcher.submit(Envelope(command, caller))
+
+    async def mutate(self, command: AnyCommand, caller: str) -> Receipt:
+        """Apply one mutation and return its receipt, raising its DomainError if refused."""
+        outcome = await self.execute(command, caller)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.receipt is not None
+        return outcome.receipt
+
+    async def balance(self, account_id: str) -> q.Balance:
+        return await self._run(q.get_balance, self.queries, account_id, self._clock())
+
+    async def transactions(self, account_id: str, page_size: int, page_token: str) -> q.TransactionPage:
+        return await self._run(q.list_transactions, self.queries, account_id, page_size, page_token)
