@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -71,6 +72,18 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+def _check_bindable(host: str, port: int, what: str) -> None:
+    """Bind once ourselves so a busy port is one clear error (gRPC core would log its own lines)."""
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class Server:
     """A started service; `stop()` performs the graceful shutdown sequence."""
 
@@ -99,6 +112,7 @@ class Server:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], server)
         address = f"{cfg.grpc_host}:{cfg.grpc_port}"
+        _check_bindable(cfg.grpc_host, cfg.grpc_port, "gRPC")
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
@@ -165,16 +179,25 @@ async def serve_until_signalled(app: App) -> None:
     await server.stop()
 
 
-def run_main(service: str, build_app: Callable[[], Coroutine[Any, Any, App]]) -> int:
-    """Process entry point: build the app, serve until signalled.
+def run_main(service: str, build_app: Callable[..., Coroutine[Any, Any, App]],
+             load_config: Callable[[], Any] | None = None) -> int:
+    """Process entry point: read the config, set up logging, build the app, serve until signalled.
 
-    Start-up problems (bad settings, unreachable database, port in use) end the
-    process with exit code 2 and one line on stderr, never a traceback.
+    With `load_config`, its result is passed to `build_app` and logging is set up
+    before anything connects. Start-up problems (bad settings, unreachable
+    database or broker, port in use) end the process with exit code 2 and one
+    line on stderr, never a traceback.
     """
 
     async def _main() -> None:
-        app = await build_app()
-        kit_logging.configure(service, app.config.log_level, app.config.log_json)
+        if load_config is None:
+            app = await build_app()
+            kit_logging.configure(service, app.config.log_level, app.config.log_json)
+        else:
+            config = load_config()
+            base = getattr(config, "base", config)
+            kit_logging.configure(service, base.log_level, base.log_json)
+            app = await build_app(config)
         await serve_until_signalled(app)
 
     try:

@@ -1,0 +1,20 @@
+"""Billing's schema migrations, oldest first. Never edit a shipped one; append."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from services.billing.adapters import tables
+from services.kit import consumer, outbox
+from services.kit.db import Migration
+
+
+def _v1_ledger_transactions(conn: Connection) -> None:
+    tables.ledger_transactions.create(conn)
+
+
+MIGRATIONS = [
+    Migration(1, "ledger_transactions", _v1_ledger_transactions),
+    outbox.outbox_migration(2),
+    consumer.processed_events_migration(3),
+]

@@ -1,0 +1,46 @@
+"""Start-up steps every service shares: database, Kafka topics, the outbox relay."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+
+from kafka.errors import KafkaError
+
+from services.kit.config import ServiceConfig
+from services.kit.db import Database, Migration, open_database
+from services.kit.kafka import default_topics, ensure_topics
+from services.kit.outbox import OutboxRelay
+from services.kit.startup import StartupError
+
+
+def _reachable(bootstrap: str, timeout: float) -> None:
+    errors = []
+    for hostport in bootstrap.split(","):
+        host, _, port = hostport.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{hostport}: {exc.strerror or exc}")
+    raise StartupError(f"kafka unreachable at {'; '.join(errors)}")
+
+
+def prepare_kafka(bootstrap: str, topics: Mapping[str, int] | None = None, *, timeout_ms: int = 15_000) -> None:
+    """Make sure the broker answers and the suite's topics (and DLQs) exist; fail fast if not."""
+    _reachable(bootstrap, timeout=3.0)
+    try:
+        ensure_topics(bootstrap, topics or default_topics(), timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise StartupError(f"kafka unreachable at {bootstrap}: {type(exc).__name__}") from None
+
+
+def start_foundation(config: ServiceConfig, migrations: Sequence[Migration]) -> tuple[Database, OutboxRelay]:
+    """Open and migrate the database, prepare Kafka, build (not start) the outbox relay."""
+    db = open_database(config.database_url, config.service, migrations, pool_size=config.db_pool_size)
+    try:
+        prepare_kafka(config.kafka_bootstrap)
+    except StartupError:
+        db.close()
+        raise
+    return db, OutboxRelay(db.engine, config.kafka_bootstrap, service=config.service)
