@@ -196,6 +196,9 @@ def run_main(service: str, build_app: Callable[..., Coroutine[Any, Any, App]],
         else:
             config = load_config()
             base = getattr(config, "base", config)
+            # Ports first: a busy port should not cost a migration run to find out.
+            _check_bindable(base.grpc_host, base.grpc_port, "gRPC")
+            _check_bindable(base.metrics_host, base.metrics_port, "metrics")
             kit_logging.configure(service, base.log_level, base.log_json)
             app = await build_app(config)
         await serve_until_signalled(app)

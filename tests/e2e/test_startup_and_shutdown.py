@@ -1,0 +1,68 @@
+"""Bad configuration fails fast with one clear line; SIGTERM shuts down cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.e2e.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def start(service: str, secret_file, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
+    base.update({"ADSMON_AUTH_SECRET_FILE": str(secret_file), "ADSMON_GRPC_PORT": str(free_port()),
+                 "ADSMON_METRICS_PORT": str(free_port()),
+                 "ADSMON_KAFKA_BOOTSTRAP": os.environ["ADSMON_KAFKA_BOOTSTRAP"]})
+    base.update(env)
+    return subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=base,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("service", "env", "expected"), [
+    ("billing", {"ADSMON_BILLING_DATABASE_URL": "postgresql+psycopg://u:topsecret@127.0.0.1:1/db"},
+     "billing: cannot start: database unreachable at postgresql+psycopg://u:***@127.0.0.1:1/db"),
+    ("ads", {"ADSMON_ADS_GRPC_PORT": "not-a-port"},
+     "ads: cannot start: ADSMON_ADS_GRPC_PORT='not-a-port' is not an integer"),
+    ("connects", {"ADSMON_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+     "connects: cannot start: kafka unreachable at 127.0.0.1:1"),
+    ("billing", {"ADSMON_AUTH_SECRET_FILE": "/nonexistent/secret"},
+     "billing: cannot start: ADSMON_AUTH_SECRET_FILE: cannot read secret file"),
+])
+def test_bad_configuration_fails_fast_with_one_line(tmp_path, secret_file, service, env, expected):
+    env.setdefault(f"ADSMON_{service.upper()}_DATABASE_URL", f"sqlite:///{tmp_path}/{service}.db")
+    result = start(service, secret_file, **env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected), lines[0]
+    assert "topsecret" not in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_busy_port_fails_fast_with_one_line(tmp_path, secret_file, suite_port_holder):
+    result = start("ads", secret_file, ADSMON_ADS_DATABASE_URL=f"sqlite:///{tmp_path}/ads.db",
+                   ADSMON_ADS_GRPC_PORT=str(suite_port_holder))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ads: cannot start: cannot listen for gRPC on 127.0.0.1:{suite_port_holder}: Address already in use"]
+
+
+@pytest.fixture
+def suite_port_holder():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_sigterm_drains_and_exits_zero(launch):
+    billing = launch("billing")
+    assert billing.stop() == 0
+    assert '"msg": "stopped"' in billing.log_tail()

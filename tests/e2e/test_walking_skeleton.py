@@ -1,0 +1,117 @@
+"""The walking skeleton: real processes, real PostgreSQL, real Kafka, talking gRPC.
+
+connects `Credit` writes a ledger entry and an outbox row in one transaction,
+the relay publishes it to `connects.ledger.v1`, and billing's consumer records
+it exactly once, also when the same request is retried.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from adsmon.connects.v1 import connects_pb2, connects_pb2_grpc
+
+from services.kit.auth import mint_token
+from tests.conftest import ROOT, unique
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def suite(launch):
+    connects = launch("connects")
+    billing = launch("billing", ADSMON_BILLING_CONNECTS_TARGET=connects.target)
+    ads = launch("ads", ADSMON_ADS_CONNECTS_TARGET=connects.target)
+    return {"connects": connects, "billing": billing, "ads": ads}
+
+
+def billing_rows(billing, transaction_id: str) -> list[tuple]:
+    engine = sa.create_engine(billing.env["ADSMON_BILLING_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT transaction_id, account_id, kind, amount, purchased_amount "
+                "FROM ledger_transactions WHERE transaction_id = :t"), {"t": transaction_id}).all()
+    finally:
+        engine.dispose()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
+def credit(connects, auth_secret, request_id: str, account: str, amount: int):
+    with grpc.insecure_channel(connects.target) as ch:
+        stub = connects_pb2_grpc.ConnectsServiceStub(ch)
+        return stub.Credit(
+            connects_pb2.CreditRequest(request_id=request_id, account_id=account, amount=amount,
+                                       source=connects_pb2.LOT_SOURCE_PURCHASE, reference=f"purchase:{request_id}"),
+            metadata=(("authorization", f"Bearer {mint_token(auth_secret, 'billing')}"),), timeout=10)
+
+
+def test_credit_reaches_billing_exactly_once_through_kafka(suite, auth_secret):
+    account, request_id = unique("acct"), unique("req")
+    first = credit(suite["connects"], auth_secret, request_id, account, 40)
+    tx_id = first.transaction.transaction_id
+    assert tx_id and first.transaction.amount == 40
+
+    rows = wait_for(lambda: billing_rows(suite["billing"], tx_id))
+    assert rows == [(tx_id, account, "CREDIT", 40, 40)]
+
+    # A retry with the same request_id is the same transaction: no second ledger entry or event.
+    again = credit(suite["connects"], auth_secret, request_id, account, 40)
+    assert again.transaction.transaction_id == tx_id
+    later = credit(suite["connects"], auth_secret, unique("req"), account, 10)
+    wait_for(lambda: billing_rows(suite["billing"], later.transaction.transaction_id))
+    assert billing_rows(suite["billing"], tx_id) == rows
+
+
+def test_metrics_endpoint_shows_grpc_server_series_after_a_call(suite, auth_secret):
+    credit(suite["connects"], auth_secret, unique("req"), unique("acct"), 5)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{suite['connects'].metrics_port}/metrics", timeout=5).read()
+    text = body.decode()
+    assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Credit",' \
+           'grpc_service="adsmon.connects.v1.ConnectsService",grpc_type="unary"}' in text
+    assert "grpc_server_handling_seconds_bucket" in text
+    assert "outbox_backlog" in text
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    subprocess.run([str(ROOT / "deploy/local/tools.sh"), "install", "grpcurl"], check=True,
+                   capture_output=True)
+    bindir = subprocess.run([str(ROOT / "deploy/local/tools.sh"), "path"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    return subprocess.run([f"{bindir}/grpcurl", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(("name", "service"), [
+    ("connects", "adsmon.connects.v1.ConnectsService"),
+    ("ads", "adsmon.ads.v1.AdsService"),
+    ("billing", "adsmon.billing.v1.BillingService"),
+])
+def test_grpcurl_lists_service_and_health_and_health_is_serving(suite, name, service):
+    listed = grpcurl("-plaintext", suite[name].target, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {service, "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    described = grpcurl("-plaintext", suite[name].target, "describe", service)
+    assert described.returncode == 0 and "rpc " in described.stdout, described.stderr
+    health = grpcurl("-plaintext", suite[name].target, "grpc.health.v1.Health/Check")
+    assert health.returncode == 0, health.stderr
+    assert '"status": "SERVING"' in health.stdout
+
+
+def test_grpc_calls_without_credentials_are_refused(suite):
+    listed = grpcurl("-plaintext", "-d", '{"account_id": "a"}', suite["connects"].target,
+                     "adsmon.connects.v1.ConnectsService/GetBalance")
+    assert listed.returncode != 0
+    assert "Unauthenticated" in listed.stderr
