@@ -312,8 +312,10 @@ class IdempotentConsumer:
                     topic=record.topic, partition=record.partition,
                     offset=record.offset, processed_at=datetime.now(UTC),
                 ).on_conflict_do_nothing(index_elements=[p.consumer_group, p.event_id])
-            ).rowcount
-            if not inserted:
+                # RETURNING, not rowcount: SQLAlchemy reports -1 for Core INSERTs on psycopg.
+                .returning(p.event_id)
+            ).first()
+            if inserted is None:
                 return DUPLICATE
             self.handler(conn, event, record)
         return APPLIED
