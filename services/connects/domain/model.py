@@ -194,6 +194,13 @@ class Returnable:
     already_returned: bool
 
 
+def is_returnable_kind(tx: LedgerTransaction) -> bool:
+    """Proposal and boost spends, and boost captures, can be returned (if the reason allows)."""
+    if tx.kind is TransactionKind.SPEND:
+        return tx.spend_reason in (SpendReason.PROPOSAL, SpendReason.BOOST)
+    return tx.kind is TransactionKind.CAPTURE and tx.spend_reason is SpendReason.BOOST
+
+
 def _postings(*legs: tuple[str, int]) -> tuple[Posting, ...]:
     """Postings from (account, signed amount), merged per account, zero legs dropped."""
     merged: dict[str, int] = {}
@@ -351,10 +358,7 @@ class Wallet:
             raise errors.NotReturnable(reason.value)
         if tx.account_id != self.account_id:
             raise errors.TransactionNotFound(tx.transaction_id)
-        returnable = (tx.kind is TransactionKind.SPEND and tx.spend_reason in
-                      (SpendReason.PROPOSAL, SpendReason.BOOST)) or (
-            tx.kind is TransactionKind.CAPTURE and tx.spend_reason is SpendReason.BOOST)
-        if not returnable:
+        if not is_returnable_kind(tx):
             raise errors.TransactionNotReturnable(
                 tx.transaction_id, "is not a proposal or boost spend, nor a boost capture")
         if original.already_returned:

@@ -1,0 +1,309 @@
+"""SQLAlchemy Core storage for the ledger: the unit of work (hot path) and the read-side queries.
+
+A batch costs a fixed number of statements whatever its size: one SELECT per
+kind of lookup, multi-row INSERTs (insertmanyvalues) and executemany UPDATEs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from services.connects.adapters import events
+from services.connects.adapters.tables import holds, lot_movements, lots, postings, requests, transactions, wallets
+from services.connects.domain.model import (
+    Hold,
+    HoldStatus,
+    LedgerTransaction,
+    Lot,
+    LotMovement,
+    LotSource,
+    Posting,
+    Returnable,
+    ReturnReason,
+    SpendReason,
+    TransactionKind,
+    Wallet,
+)
+from services.connects.service_layer.unit_of_work import (
+    AbstractLedgerQueries,
+    AbstractLedgerUnitOfWork,
+    RequestIdConflict,
+    StoredRequest,
+)
+from services.kit import outbox
+from services.kit.db import is_postgres
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _lot(r: sa.Row) -> Lot:  # type: ignore[type-arg]
+    return Lot(r.lot_id, r.account_id, LotSource(r.source), LotSource(r.origin_source), r.amount, r.remaining,
+               r.held, _utc(r.issued_at), _utc(r.expires_at), r.expired)
+
+
+def _allocations_json(allocs: Sequence[LotMovement]) -> str:
+    return json.dumps([[a.lot_id, a.source.value, a.origin_source.value, a.amount, a.expires_at.isoformat()]
+                       for a in allocs])
+
+
+def _hold(r: sa.Row) -> Hold:  # type: ignore[type-arg]
+    allocs = tuple(LotMovement(lot, LotSource(s), LotSource(o), amt, datetime.fromisoformat(exp))
+                   for lot, s, o, amt, exp in json.loads(r.allocations))
+    return Hold(r.hold_id, r.account_id, r.amount, SpendReason(r.reason), r.reference, HoldStatus(r.status),
+                _utc(r.created_at), _utc(r.expires_at), allocs, r.captured,
+                _utc(r.resolved_at) if r.resolved_at else None)
+
+
+def _tx_row(tx: LedgerTransaction) -> dict[str, object]:
+    return {"transaction_id": tx.transaction_id, "account_id": tx.account_id, "sequence": tx.sequence,
+            "kind": tx.kind.value, "amount": tx.amount, "source": tx.source and tx.source.value,
+            "spend_reason": tx.spend_reason and tx.spend_reason.value,
+            "return_reason": tx.return_reason and tx.return_reason.value, "reference": tx.reference,
+            "job_id": tx.job_id, "hold_id": tx.hold_id or None,
+            "returned_transaction_id": tx.returned_transaction_id or None,
+            "available_after": tx.available_after, "held_after": tx.held_after, "occurred_at": tx.occurred_at}
+
+
+def load_transactions(conn: Connection, where: sa.ColumnElement[bool], order: Sequence[sa.ColumnElement],
+                      limit: int | None = None) -> list[LedgerTransaction]:  # type: ignore[type-arg]
+    query = sa.select(transactions).where(where).order_by(*order)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [r.transaction_id for r in rows]
+    legs: dict[str, list[Posting]] = {i: [] for i in ids}
+    for p in conn.execute(sa.select(postings).where(postings.c.transaction_id.in_(ids))):
+        legs[p.transaction_id].append(Posting(p.ledger_account, p.amount))
+    moves: dict[str, list[LotMovement]] = {i: [] for i in ids}
+    for m in conn.execute(sa.select(lot_movements).where(lot_movements.c.transaction_id.in_(ids))):
+        moves[m.transaction_id].append(LotMovement(m.lot_id, LotSource(m.source), LotSource(m.origin_source),
+                                                   m.amount, _utc(m.expires_at)))
+    out = []
+    for r in rows:
+        out.append(LedgerTransaction(
+            r.transaction_id, r.account_id, TransactionKind(r.kind), r.amount, _utc(r.occurred_at),
+            tuple(legs[r.transaction_id]),
+            tuple(sorted(moves[r.transaction_id], key=lambda m: (m.expires_at, m.lot_id))),
+            LotSource(r.source) if r.source else None,
+            SpendReason(r.spend_reason) if r.spend_reason else None,
+            ReturnReason(r.return_reason) if r.return_reason else None,
+            r.reference, r.hold_id or "", r.returned_transaction_id or "", r.available_after, r.held_after,
+            r.sequence))
+    return out
+
+
+class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
+    """One database transaction. Give it an engine (it owns the transaction), or a connection inside
+    someone else's transaction (e.g. the idempotent consumer's), whose owner then commits."""
+
+    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None) -> None:
+        if (engine is None) == (connection is None):
+            raise ValueError("give an engine or a connection")
+        self._owns = connection is None
+        self.conn: Connection = connection if connection is not None else engine.connect()  # type: ignore[union-attr]
+        if self._owns:
+            self.conn.begin()
+        self._pg = is_postgres(self.conn)
+        self._insert = postgresql.insert if self._pg else sqlite.insert
+        self._closed = False
+
+    def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]:
+        ids = list(request_ids)
+        rows = self.conn.execute(sa.select(requests.c.request_id, requests.c.method, requests.c.fingerprint,
+                                           requests.c.response).where(requests.c.request_id.in_(ids)))
+        return {r.request_id: StoredRequest(r.request_id, r.method, r.fingerprint, bytes(r.response)) for r in rows}
+
+    def hold_accounts(self, hold_ids: Iterable[str]) -> dict[str, str]:
+        rows = self.conn.execute(sa.select(holds.c.hold_id, holds.c.account_id)
+                                 .where(holds.c.hold_id.in_(list(hold_ids))))
+        return {r.hold_id: r.account_id for r in rows}
+
+    def transaction_accounts(self, transaction_ids: Iterable[str]) -> dict[str, str]:
+        rows = self.conn.execute(sa.select(transactions.c.transaction_id, transactions.c.account_id)
+                                 .where(transactions.c.transaction_id.in_(list(transaction_ids))))
+        return {r.transaction_id: r.account_id for r in rows}
+
+    def _lock(self, account_ids: list[str]) -> dict[str, int]:
+        query = (sa.select(wallets.c.account_id, wallets.c.sequence)
+                 .where(wallets.c.account_id.in_(account_ids)).order_by(wallets.c.account_id))
+        if self._pg:
+            query = query.with_for_update()
+        return {r.account_id: r.sequence for r in self.conn.execute(query)}
+
+    def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str]) -> dict[str, Wallet]:
+        ids = sorted(account_ids)
+        found = self._lock(ids)
+        missing = [a for a in ids if a not in found]
+        if missing:
+            now = datetime.now(UTC)
+            self.conn.execute(self._insert(wallets).on_conflict_do_nothing(),
+                              [{"account_id": a, "available": 0, "held": 0, "sequence": 0, "updated_at": now}
+                               for a in missing])
+            found.update(self._lock(missing))
+        live = self.conn.execute(sa.select(lots).where(lots.c.account_id.in_(ids),
+                                                       sa.or_(lots.c.remaining > 0, lots.c.held > 0)))
+        by_account: dict[str, list[Lot]] = {a: [] for a in ids}
+        for r in live:
+            by_account[r.account_id].append(_lot(r))
+        hold_list = list(hold_ids)
+        loaded: dict[str, list[Hold]] = {a: [] for a in ids}
+        if hold_list:
+            for r in self.conn.execute(sa.select(holds).where(holds.c.hold_id.in_(hold_list))):
+                if r.account_id in loaded:
+                    loaded[r.account_id].append(_hold(r))
+        return {a: Wallet.restore(a, by_account[a], loaded[a], found[a]) for a in ids}
+
+    def returnables(self, transaction_ids: Iterable[str]) -> dict[str, Returnable]:
+        ids = list(transaction_ids)
+        txs = load_transactions(self.conn, transactions.c.transaction_id.in_(ids), [transactions.c.transaction_id])
+        returned = {r[0] for r in self.conn.execute(
+            sa.select(transactions.c.returned_transaction_id)
+            .where(transactions.c.returned_transaction_id.in_(ids)))}
+        return {t.transaction_id: Returnable(t, t.transaction_id in returned) for t in txs}
+
+    def save(self, wallet_list: Iterable[Wallet], stored: Iterable[StoredRequest], now: datetime) -> None:
+        conn = self.conn
+        stored = list(stored)
+        if stored:
+            # First, so that a duplicate committed meanwhile by another process aborts before any write.
+            inserted = conn.execute(
+                self._insert(requests).on_conflict_do_nothing().returning(requests.c.request_id),
+                [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
+                  "response": s.response, "created_at": now} for s in stored]).scalars().all()
+            if len(inserted) != len(stored):
+                raise RequestIdConflict({s.request_id for s in stored} - set(inserted))
+        tx_rows, posting_rows, move_rows, new_lots, lot_updates = [], [], [], [], []
+        new_holds, hold_updates, wallet_updates, ledger_events = [], [], [], []
+        for w in wallet_list:
+            pending = w.take_pending()
+            for tx in pending:
+                tx_rows.append(_tx_row(tx))
+                posting_rows.extend({"transaction_id": tx.transaction_id, "ledger_account": p.ledger_account,
+                                     "amount": p.amount} for p in tx.postings)
+                move_rows.extend({"transaction_id": tx.transaction_id, "lot_id": m.lot_id, "source": m.source.value,
+                                  "origin_source": m.origin_source.value, "amount": m.amount,
+                                  "expires_at": m.expires_at} for m in tx.movements)
+                ledger_events.append((events.LEDGER_TOPIC, events.ledger_event(tx)))
+            for lot_id in w.new_lots:
+                lot = w.lots[lot_id]
+                new_lots.append({"lot_id": lot.lot_id, "account_id": lot.account_id, "source": lot.source.value,
+                                 "origin_source": lot.origin_source.value, "amount": lot.amount,
+                                 "remaining": lot.remaining, "held": lot.held, "expired": lot.expired,
+                                 "issued_at": lot.issued_at, "expires_at": lot.expires_at})
+            for lot_id in w.changed_lots - w.new_lots:
+                lot = w.lots[lot_id]
+                lot_updates.append({"k": lot_id, "remaining": lot.remaining, "held": lot.held,
+                                    "expired": lot.expired})
+            for hold_id in w.new_holds:
+                h = w.holds[hold_id]
+                new_holds.append({"hold_id": h.hold_id, "account_id": h.account_id, "amount": h.amount,
+                                  "captured": h.captured, "reason": h.reason.value, "reference": h.reference,
+                                  "status": h.status.value, "created_at": h.created_at,
+                                  "expires_at": h.expires_at, "resolved_at": h.resolved_at,
+                                  "allocations": _allocations_json(h.allocations)})
+            for hold_id in w.changed_holds - w.new_holds:
+                h = w.holds[hold_id]
+                hold_updates.append({"k": hold_id, "status": h.status.value, "captured": h.captured,
+                                     "resolved_at": h.resolved_at})
+            wallet_updates.append({"k": w.account_id, "available": w.available, "held": w.held,
+                                   "sequence": w.sequence, "updated_at": now})
+            w.clear_changes()
+        if new_lots:
+            conn.execute(lots.insert(), new_lots)
+        if lot_updates:
+            conn.execute(lots.update().where(lots.c.lot_id == sa.bindparam("k"))
+                         .values(remaining=sa.bindparam("remaining"), held=sa.bindparam("held"),
+                                 expired=sa.bindparam("expired")), lot_updates)
+        if new_holds:
+            conn.execute(holds.insert(), new_holds)
+        if hold_updates:
+            conn.execute(holds.update().where(holds.c.hold_id == sa.bindparam("k"))
+                         .values(status=sa.bindparam("status"), captured=sa.bindparam("captured"),
+                                 resolved_at=sa.bindparam("resolved_at")), hold_updates)
+        if tx_rows:
+            conn.execute(transactions.insert(), tx_rows)
+            conn.execute(postings.insert(), posting_rows)
+            if move_rows:
+                conn.execute(lot_movements.insert(), move_rows)
+            outbox.add_many(conn, ledger_events)
+        if wallet_updates:
+            conn.execute(wallets.update().where(wallets.c.account_id == sa.bindparam("k"))
+                         .values(available=sa.bindparam("available"), held=sa.bindparam("held"),
+                                 sequence=sa.bindparam("sequence"), updated_at=sa.bindparam("updated_at")),
+                         wallet_updates)
+
+    def commit(self) -> None:
+        if self._owns and not self._closed:
+            self.conn.commit()
+            self._close()
+
+    def rollback(self) -> None:
+        if self._owns and not self._closed:
+            self.conn.rollback()
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        self.conn.close()
+
+
+class SqlAlchemyLedgerQueries(AbstractLedgerQueries):
+    """Read side; `connection` binds it to an open transaction (the jobs consumer), else it uses the engine."""
+
+    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None) -> None:
+        self._engine = engine
+        self._conn = connection
+
+    def _run(self, fn):  # type: ignore[no-untyped-def]
+        if self._conn is not None:
+            return fn(self._conn)
+        with self._engine.connect() as conn:  # type: ignore[union-attr]
+            return fn(conn)
+
+    def lots(self, account_id: str) -> list[Lot]:
+        query = sa.select(lots).where(lots.c.account_id == account_id, sa.or_(lots.c.remaining > 0, lots.c.held > 0))
+        return self._run(lambda conn: [_lot(r) for r in conn.execute(query)])
+
+    def transactions(self, account_id: str, before_sequence: int | None, limit: int) -> list[LedgerTransaction]:
+        where = transactions.c.account_id == account_id
+        if before_sequence is not None:
+            where = sa.and_(where, transactions.c.sequence < before_sequence)
+        return self._run(lambda conn: load_transactions(conn, where, [transactions.c.sequence.desc()], limit))
+
+    def due_lot_accounts(self, now: datetime, limit: int) -> list[str]:
+        query = (sa.select(lots.c.account_id).where(lots.c.remaining > 0, lots.c.expires_at <= now)
+                 .group_by(lots.c.account_id).limit(limit))
+        return self._run(lambda conn: list(conn.execute(query).scalars()))
+
+    def due_holds(self, now: datetime, limit: int) -> list[str]:
+        query = (sa.select(holds.c.hold_id).where(holds.c.status == "OPEN", holds.c.expires_at <= now)
+                 .order_by(holds.c.expires_at).limit(limit))
+        return self._run(lambda conn: list(conn.execute(query).scalars()))
+
+    def job_transactions(self, job_id: str) -> list[LedgerTransaction]:
+        returned = sa.select(transactions.c.returned_transaction_id).where(
+            transactions.c.returned_transaction_id.is_not(None))
+        where = sa.and_(transactions.c.job_id == job_id,
+                        transactions.c.kind.in_([TransactionKind.SPEND.value, TransactionKind.CAPTURE.value]),
+                        transactions.c.transaction_id.not_in(returned))
+        return self._run(lambda conn: load_transactions(conn, where, [transactions.c.occurred_at]))
+
+    def open_holds(self) -> int:
+        query = sa.select(sa.func.count()).select_from(holds).where(holds.c.status == "OPEN")
+        return self._run(lambda conn: conn.execute(query).scalar_one())
+
+    def system_balances(self) -> dict[str, int]:
+        """Balance of every ledger account kind: each system account, and all wallets together."""
+        kind = sa.case((postings.c.ledger_account.like("wallet:%"), "wallets"), else_=postings.c.ledger_account)
+        query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount)).group_by(kind)
+        return self._run(lambda conn: {a: int(v) for a, v in conn.execute(query)})
