@@ -67,7 +67,7 @@ run: protos secrets infra ## run the whole suite (infra + connects, ads, billing
 	set -a; source $(LOCAL)/env; set +a; DB=$(DB) $(PY) deploy/run_suite.py
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
-	set -a; source $(LOCAL)/env; set +a; $(PY) tests/load/run_all.py
+	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py
 
 clean: infra-stop ## stop infra and delete local state (databases, Kafka data, venv, stubs)
 	rm -rf .local gen .venv

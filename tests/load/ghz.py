@@ -9,10 +9,37 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def protoset(*modules: object) -> str:
+    """Write a FileDescriptorSet of the given generated modules (and their imports) for ghz.
+
+    Python's reflection service cannot resolve method symbols, so ghz gets the
+    descriptors from a file instead of asking the server.
+    """
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(fd) -> None:  # type: ignore[no-untyped-def]
+        if fd.name in files:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        files[fd.name] = proto
+
+    for module in modules:
+        add(module.DESCRIPTOR)  # type: ignore[attr-defined]
+    out = Path(tempfile.mkstemp(suffix=".protoset")[1])
+    out.write_bytes(descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString())
+    return str(out)
 
 
 def ghz_path() -> str:
@@ -44,10 +71,13 @@ HEADER = "| benchmark | requests | throughput (req/s) | p50 (ms) | p99 (ms) | er
 
 def run_ghz(name: str, target: str, call: str, *, data: str | dict = "{}", concurrency: int = 32,
             total: int | None = None, duration: str | None = None, rps: int | None = None,
-            metadata: dict[str, str] | None = None, extra: list[str] | None = None) -> LoadResult:
+            metadata: dict[str, str] | None = None, extra: list[str] | None = None,
+            protoset_file: str | None = None) -> LoadResult:
     """Run one ghz load; `data` may use ghz templates like {{.RequestNumber}}."""
     args = [ghz_path(), "--insecure", "--call", call, "-c", str(concurrency), "-O", "json",
             "-d", data if isinstance(data, str) else json.dumps(data), "--connections", "4"]
+    if protoset_file:
+        args += ["--protoset", protoset_file]
     if total:
         args += ["-n", str(total)]
     if duration:
