@@ -86,7 +86,8 @@ async def test_authenticated_allowed_caller_is_served(server):
 
 
 @pytest.mark.parametrize("token", [None, "garbage", mint_token(b"x" * 48, "tests"),
-                                   mint_token(SECRET, "tests", ttl_seconds=-10)])
+                                   mint_token(SECRET, "tests", ttl_seconds=-10)],
+                         ids=["missing", "garbage", "forged", "expired"])
 async def test_missing_forged_or_expired_token_is_unauthenticated(server, token):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(server.app.grpc_port, "Echo", token=token)
