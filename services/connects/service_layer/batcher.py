@@ -48,7 +48,9 @@ class Batcher:
     """Thread-backed group-commit queue in front of `handlers.execute`."""
 
     def __init__(self, uow_factory: Callable[[], AbstractLedgerUnitOfWork], clock: Callable[[], datetime],
-                 metrics: Metrics, *, max_batch: int = 256, workers: int = 1, conflict_retries: int = 3) -> None:
+                 metrics: Metrics, *, max_batch: int = 256, workers: int = 1, conflict_retries: int = 3,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self._on_commit = on_commit
         self._uow_factory = uow_factory
         self._clock = clock
         self._metrics = metrics
@@ -119,6 +121,10 @@ class Batcher:
             finally:
                 self._done(batch)
 
+    def _committed(self) -> None:
+        if self._on_commit is not None:
+            self._on_commit()
+
     def _process(self, batch: list[_Pending]) -> None:
         envelopes = [p.envelope for p in batch]
         for attempt in range(self._conflict_retries + 1):
@@ -135,6 +141,7 @@ class Batcher:
                     return
                 log.warning("batch of %d failed (%s); retrying one by one", len(batch), type(exc).__name__)
                 break
+            self._committed()
             for p, outcome in zip(batch, outcomes, strict=True):
                 p.loop.call_soon_threadsafe(_deliver, p.future, outcome, None)
             return
@@ -152,6 +159,7 @@ class Batcher:
             except Exception as e:
                 exc = e
             else:
+                self._committed()
                 p.loop.call_soon_threadsafe(_deliver, p.future, outcome, None)
                 return
             p.loop.call_soon_threadsafe(_deliver, p.future, None, exc)

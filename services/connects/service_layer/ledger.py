@@ -39,6 +39,9 @@ class Ledger:
         assert outcome.receipt is not None
         return outcome.receipt
 
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(fn, *args)
+
     async def balance(self, account_id: str) -> q.Balance:
         return await self._run(q.get_balance, self.queries, account_id, self._clock())
 
