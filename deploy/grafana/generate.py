@@ -72,7 +72,7 @@ def overview() -> dict:
                 "[$__rate_interval]))", "{{job}} -> {{grpc_method}} {{grpc_code}}")], unit="reqps"),
         row("Events (outbox, consumers)"),
         panel("Outbox backlog and oldest unpublished age",
-              [(f"sum by (service) (outbox_backlog{{{SVC}}})", "backlog {{service}}"),
+              [(f"max by (service) (outbox_backlog{{{SVC}}})", "backlog {{service}}"),
                (f"max by (service) (outbox_oldest_unpublished_age_seconds{{{SVC}}})", "oldest age s {{service}}")]),
         panel("Outbox publish lag p99",
               [(f"histogram_quantile(0.99, sum by (le, service) "

@@ -72,6 +72,14 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+async def _call(fn: Callable[[], Any]) -> None:
+    """Await an async callable; run a blocking one (e.g. a thread join) off the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        await fn()
+    else:
+        await _maybe_await(await asyncio.to_thread(fn))
+
+
 def _check_bindable(host: str, port: int, what: str) -> None:
     """Bind once ourselves so a busy port is one clear error (gRPC core would log its own lines)."""
     if port == 0:
@@ -152,11 +160,11 @@ class Server:
             await self._grpc.stop(self.app.config.shutdown_grace_seconds)
         for component in reversed(self._started):
             try:
-                await _maybe_await(component.stop())
+                await _call(component.stop)
             except Exception:
                 log.exception("error stopping %s", type(component).__name__)
         for close in reversed(self.app.on_close):
-            await _maybe_await(close())
+            await _call(close)
         if self._metrics is not None:
             self._metrics.shutdown()
         self._stopped.set()
