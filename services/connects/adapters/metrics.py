@@ -16,7 +16,7 @@ insufficient_total = Counter("connects_insufficient_funds_total",
                              "Spends and holds refused for INSUFFICIENT_CONNECTS, by method.", ["reason"])
 refused_total = Counter("connects_refused_total", "Mutations refused by a business rule.", ["method", "reason"])
 expiry_runs_total = Counter("connects_expiry_runs_total", "Expiry sweeps (lots and holds) by result.",
-                            ["job", "result"])
+                            ["sweep", "result"])
 expired_total = Counter("connects_expired_total", "Connects moved to breakage by lot expiry.")
 replays_total = Counter("connects_idempotent_replays_total",
                         "Mutations answered from the idempotency store (same request_id, same request).",

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "deploy" / "grafana"))
 import generate  # noqa: E402
 
 # Every module that defines metrics; importing registers them in the default registry.
-METRIC_MODULES = ["services.kit.metrics", "services.kit.outbox", "services.kit.consumer"]
+METRIC_MODULES = ["services.kit.metrics", "services.kit.outbox", "services.kit.consumer",
+                  "services.connects.adapters.metrics"]
 METRIC_RE = re.compile(r"\b((?:grpc|outbox|consumer|connects|billing|ads)_[a-z0-9_]+)\b")
 LABELS = {"grpc_code", "grpc_method", "grpc_service", "grpc_type"}
 
