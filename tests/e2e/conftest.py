@@ -110,3 +110,12 @@ def launch(tmp_path_factory, create_database, kafka_bootstrap, secret_file) -> I
     yield start
     for svc in reversed(started):
         svc.stop()
+
+
+@pytest.fixture(scope="session")
+def suite(launch) -> dict[str, ServiceProcess]:
+    """The three services, wired to each other, on fresh databases."""
+    connects = launch("connects")
+    billing = launch("billing", ADSMON_BILLING_CONNECTS_TARGET=connects.target)
+    ads = launch("ads", ADSMON_ADS_CONNECTS_TARGET=connects.target)
+    return {"connects": connects, "billing": billing, "ads": ads}

@@ -22,14 +22,6 @@ from tests.conftest import ROOT, unique
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def suite(launch):
-    connects = launch("connects")
-    billing = launch("billing", ADSMON_BILLING_CONNECTS_TARGET=connects.target)
-    ads = launch("ads", ADSMON_ADS_CONNECTS_TARGET=connects.target)
-    return {"connects": connects, "billing": billing, "ads": ads}
-
-
 def billing_rows(billing, transaction_id: str) -> list[tuple]:
     engine = sa.create_engine(billing.env["ADSMON_BILLING_DATABASE_URL"])
     try:
