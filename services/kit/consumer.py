@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -139,6 +139,7 @@ class IdempotentConsumer:
         consumer_factory: Callable[[], KafkaConsumer] | None = None,
         retry_initial: float = 0.2, retry_max: float = 5.0, outage_backoff_max: float = 30.0,
         poll_timeout_ms: int = 500, lag_interval: float = 5.0, dlq_timeout: float = 30.0,
+        retention: timedelta = timedelta(days=8), purge_interval: float = 600.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -163,6 +164,10 @@ class IdempotentConsumer:
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
         self._next_lag = 0.0
+        # Keep ids longer than Kafka keeps records (7 days by default): a redelivery is always recognised.
+        self.retention = retention
+        self.purge_interval = purge_interval
+        self._next_purge = time.monotonic() + purge_interval
         self._insert = postgresql.insert if is_postgres(engine) else sqlite.insert
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -232,7 +237,26 @@ class IdempotentConsumer:
             if done:
                 self._commit(done)
         self._update_lag()
+        self._purge_if_due()
         return count
+
+    def _purge_if_due(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.purge_interval
+        try:
+            self.purge()
+        except Exception:
+            log.warning("consumer %s: purging processed_events failed; next run retries", self.group_id,
+                        exc_info=True)
+
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete this group's processed-event ids older than the retention; returns how many."""
+        cutoff = (now or datetime.now(UTC)) - self.retention
+        with self.engine.begin() as conn:
+            result = conn.execute(PROCESSED.delete().where(PROCESSED.c.consumer_group == self.group_id,
+                                                           PROCESSED.c.processed_at < cutoff))
+        return result.rowcount or 0
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         assert self._consumer is not None

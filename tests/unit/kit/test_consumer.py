@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -291,3 +292,19 @@ def test_consumer_thread_stops_promptly(engine):
     t0 = time.monotonic()
     c.stop()
     assert time.monotonic() - t0 < 2 and not c.running
+
+
+def test_purge_forgets_only_this_groups_ids_older_than_the_retention(engine):
+    consumer, _ = make(engine)
+    other = IdempotentConsumer(engine, "unused:1", "group-b", ["ledger"], credit, service=consumer.service,
+                               dlq_producer=FakeDlqProducer())
+    old, fresh = credited(1), credited(2)
+    assert consumer.process(record(old, offset=0)) == "applied"
+    assert consumer.process(record(fresh, offset=1)) == "applied"
+    assert other.process(record(old, offset=0)) == "applied"
+    now = datetime.now(UTC)
+    assert consumer.purge(now=now + consumer.retention - timedelta(seconds=30)) == 0
+    assert consumer.purge(now=now + consumer.retention + timedelta(seconds=5)) == 2
+    # group-b still remembers its id; group-a has forgotten (that is why retention must exceed Kafka's).
+    assert other.process(record(old, offset=1)) == "duplicate"
+    assert consumer.process(record(old, offset=2)) == "applied"
