@@ -32,15 +32,17 @@ async def bootstrap(config: ConnectsConfig | None = None, *, clock: Callable[[],
     db, relay = start_foundation(config.base, MIGRATIONS)
     engine = db.engine
     metrics = PrometheusMetrics()
+    notify = relay.notify if config.relay_in_process else None
     batcher = Batcher(lambda: SqlAlchemyLedgerUnitOfWork(engine), clock, metrics, max_batch=config.batch_max,
-                      workers=config.batch_workers, on_commit=relay.notify)
+                      workers=config.batch_workers, on_commit=notify)
     ledger = Ledger(batcher, SqlAlchemyLedgerQueries(engine), db.run, clock)
     sweeper = ExpirySweeper(ledger, clock, interval_seconds=config.expiry_interval_seconds)
-    components: list = [relay, batcher, sweeper]  # type: ignore[type-arg]
+    components: list = [relay] if config.relay_in_process else []  # type: ignore[type-arg]
+    components += [batcher, sweeper]
     if config.consume_jobs:
         components.append(IdempotentConsumer(
             engine, config.base.kafka_bootstrap, jobs_consumer.GROUP_ID, [MARKETPLACE_JOBS_TOPIC],
-            jobs_consumer.make_handler(clock, metrics, relay.notify), service=SERVICE))
+            jobs_consumer.make_handler(clock, metrics, notify), service=SERVICE))
     servicer = ConnectsServicer(ledger)
     return App(
         config=config.base,
@@ -49,3 +51,27 @@ async def bootstrap(config: ConnectsConfig | None = None, *, clock: Callable[[],
         components=components,
         on_close=[db.close],
     )
+
+
+def run_relay(config: ConnectsConfig | None = None) -> int:
+    """`python -m services.connects relay`: only the outbox relay (safe beside other relays: SKIP LOCKED)."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from services.kit.db import make_engine
+    from services.kit.outbox import OutboxRelay
+
+    config = config or ConnectsConfig.from_env()
+    engine = make_engine(config.base.database_url, pool_size=2)
+    relay = OutboxRelay(engine, config.base.kafka_bootstrap, service=SERVICE)
+    start_http_server(config.base.metrics_port, addr=config.base.metrics_host)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    relay.start()
+    stop.wait()
+    relay.stop()
+    engine.dispose()
+    return 0

@@ -17,6 +17,7 @@ class ConnectsConfig:
     batch_workers: int
     expiry_interval_seconds: float
     consume_jobs: bool
+    relay_in_process: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConnectsConfig:
@@ -27,4 +28,6 @@ class ConnectsConfig:
             batch_workers=env.int("BATCH_WORKERS", 2, lo=1, hi=64),
             expiry_interval_seconds=env.float("EXPIRY_INTERVAL_SECONDS", 30.0, lo=0.1, hi=86_400.0),
             consume_jobs=env.bool("CONSUME_JOBS", True),
+            # false: run `python -m services.connects relay` beside the servers (its own GIL and CPU).
+            relay_in_process=env.bool("RELAY_IN_PROCESS", True),
         )

@@ -13,7 +13,7 @@ moved_total = Counter("connects_moved_total",
                       "held: hold) and lot source or spend/return reason.", ["direction", "source_or_reason"])
 open_holds = Gauge("connects_open_holds", "Holds not yet captured, released or expired (from the database).")
 insufficient_total = Counter("connects_insufficient_funds_total",
-                             "Spends and holds refused for INSUFFICIENT_CONNECTS, by method.", ["reason"])
+                             "Spends and holds refused for INSUFFICIENT_CONNECTS, by method.", ["method"])
 refused_total = Counter("connects_refused_total", "Mutations refused by a business rule.", ["method", "reason"])
 expiry_runs_total = Counter("connects_expiry_runs_total", "Expiry sweeps (lots and holds) by result.",
                             ["sweep", "result"])

@@ -38,6 +38,42 @@ from services.connects.service_layer.unit_of_work import (
 )
 from services.kit import outbox
 from services.kit.db import is_postgres
+from services.kit.kafka import encode_event
+
+
+def _pg_type(column: sa.Column) -> str:  # type: ignore[type-arg]
+    for kind, name in ((sa.Integer, "bigint"), (sa.String, "text"), (sa.DateTime, "timestamptz"),
+                       (sa.LargeBinary, "bytea")):
+        if isinstance(column.type, kind):
+            return name
+    raise TypeError(f"no array type for {column}")
+
+
+def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, object]], *,
+                   conflict_key: str | None = None) -> list[object]:
+    """INSERT all `rows` in one statement (unnest of one array per column) on PostgreSQL.
+
+    With `conflict_key`, rows whose key exists are skipped and the inserted keys returned.
+    psycopg's executemany sends one statement per row; this sends one per batch.
+    """
+    cols = list(rows[0])
+    arrays = ", ".join(f"%({c})s::{_pg_type(table.c[c])}[]" for c in cols)
+    names = ", ".join(f'"{c}"' for c in cols)
+    sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"
+    if conflict_key:
+        sql += f" ON CONFLICT DO NOTHING RETURNING {conflict_key}"
+    result = conn.exec_driver_sql(sql, {c: [r[c] for r in rows] for c in cols})
+    return list(result.scalars()) if conflict_key else []
+
+
+def pg_update_rows(conn: Connection, table: sa.Table, key: str, rows: list[dict[str, object]]) -> None:
+    """UPDATE one row per entry of `rows` (each has "k" = the key value) in one statement."""
+    cols = [c for c in rows[0] if c != "k"]
+    arrays = ", ".join([f"%(k)s::{_pg_type(table.c[key])}[]", *(f"%({c})s::{_pg_type(table.c[c])}[]" for c in cols)])
+    sets = ", ".join(f"{c} = v.{c}" for c in cols)
+    sql = (f"UPDATE {table.name} AS t SET {sets} FROM unnest({arrays}) AS v(k, {', '.join(cols)}) "
+           f"WHERE t.{key} = v.k")
+    conn.exec_driver_sql(sql, {c: [r[c] for r in rows] for c in ["k", *cols]})
 
 
 def _utc(value: datetime) -> datetime:
@@ -176,10 +212,13 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         stored = list(stored)
         if stored:
             # First, so that a duplicate committed meanwhile by another process aborts before any write.
-            inserted = conn.execute(
-                self._insert(requests).on_conflict_do_nothing().returning(requests.c.request_id),
-                [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
-                  "response": s.response, "created_at": now} for s in stored]).scalars().all()
+            rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
+                     "response": s.response, "created_at": now} for s in stored]
+            if self._pg:
+                inserted = pg_insert_rows(conn, requests, rows, conflict_key="request_id")
+            else:
+                inserted = conn.execute(self._insert(requests).on_conflict_do_nothing()
+                                        .returning(requests.c.request_id), rows).scalars().all()
             if len(inserted) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - set(inserted))
         tx_rows, posting_rows, move_rows, new_lots, lot_updates = [], [], [], [], []
@@ -193,7 +232,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                 move_rows.extend({"transaction_id": tx.transaction_id, "lot_id": m.lot_id, "source": m.source.value,
                                   "origin_source": m.origin_source.value, "amount": m.amount,
                                   "expires_at": m.expires_at} for m in tx.movements)
-                ledger_events.append((events.LEDGER_TOPIC, events.ledger_event(tx)))
+                ledger_events.append(events.ledger_event(tx))
             for lot_id in w.new_lots:
                 lot = w.lots[lot_id]
                 new_lots.append({"lot_id": lot.lot_id, "account_id": lot.account_id, "source": lot.source.value,
@@ -218,29 +257,38 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             wallet_updates.append({"k": w.account_id, "available": w.available, "held": w.held,
                                    "sequence": w.sequence, "updated_at": now})
             w.clear_changes()
-        if new_lots:
-            conn.execute(lots.insert(), new_lots)
-        if lot_updates:
-            conn.execute(lots.update().where(lots.c.lot_id == sa.bindparam("k"))
-                         .values(remaining=sa.bindparam("remaining"), held=sa.bindparam("held"),
-                                 expired=sa.bindparam("expired")), lot_updates)
-        if new_holds:
-            conn.execute(holds.insert(), new_holds)
-        if hold_updates:
-            conn.execute(holds.update().where(holds.c.hold_id == sa.bindparam("k"))
-                         .values(status=sa.bindparam("status"), captured=sa.bindparam("captured"),
-                                 resolved_at=sa.bindparam("resolved_at")), hold_updates)
-        if tx_rows:
-            conn.execute(transactions.insert(), tx_rows)
-            conn.execute(postings.insert(), posting_rows)
-            if move_rows:
-                conn.execute(lot_movements.insert(), move_rows)
-            outbox.add_many(conn, ledger_events)
-        if wallet_updates:
-            conn.execute(wallets.update().where(wallets.c.account_id == sa.bindparam("k"))
-                         .values(available=sa.bindparam("available"), held=sa.bindparam("held"),
-                                 sequence=sa.bindparam("sequence"), updated_at=sa.bindparam("updated_at")),
-                         wallet_updates)
+        self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
+                    wallet_updates)
+        if ledger_events:
+            if self._pg:
+                pg_insert_rows(conn, outbox.OUTBOX, [
+                    {"event_id": e.event_id, "topic": events.LEDGER_TOPIC, "key": e.aggregate_id,
+                     "payload": encode_event(e), "created_at": now} for e in ledger_events])
+            else:
+                outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
+
+    def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
+               tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]
+        """One statement per table on PostgreSQL; executemany elsewhere (SQLite: the embedded default)."""
+        inserts = [(lots, new_lots), (holds, new_holds), (transactions, tx_rows), (postings, posting_rows),
+                   (lot_movements, move_rows)]
+        updates = [(lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates),
+                   (wallets, "account_id", wallet_updates)]
+        for table, rows in inserts:
+            if rows:
+                if self._pg:
+                    pg_insert_rows(self.conn, table, rows)
+                else:
+                    self.conn.execute(table.insert(), rows)
+        for table, key, rows in updates:
+            if not rows:
+                continue
+            if self._pg:
+                pg_update_rows(self.conn, table, key, rows)
+            else:
+                cols = [c for c in rows[0] if c != "k"]
+                self.conn.execute(table.update().where(table.c[key] == sa.bindparam("k"))
+                                  .values({c: sa.bindparam(c) for c in cols}), rows)
 
     def commit(self) -> None:
         if self._owns and not self._closed:

@@ -51,13 +51,13 @@ class ExpirySweeper:
             log.warning("counting open holds failed", exc_info=True)
         return holds, expired
 
-    async def _sweep(self, job: str, find, make) -> int:  # type: ignore[no-untyped-def]
+    async def _sweep(self, sweep: str, find, make) -> int:  # type: ignore[no-untyped-def]
         try:
             due = await self.ledger.run_read(find, self.ledger.queries, self.clock())
             outcomes = await asyncio.gather(*(self.ledger.execute(make(key), SYSTEM) for key in due))
         except Exception:
-            metrics.expiry_runs_total.labels(job, "error").inc()
-            log.warning("%s expiry sweep failed; next run retries", job, exc_info=True)
+            metrics.expiry_runs_total.labels(sweep, "error").inc()
+            log.warning("%s expiry sweep failed; next run retries", sweep, exc_info=True)
             return 0
-        metrics.expiry_runs_total.labels(job, "ok").inc()
+        metrics.expiry_runs_total.labels(sweep, "ok").inc()
         return sum(o.receipt.transaction.amount for o in outcomes if o.receipt)
