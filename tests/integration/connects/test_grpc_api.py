@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 async def server(create_database, auth_secret, kafka_bootstrap):
     env = {"ADSMON_CONNECTS_DATABASE_URL": create_database("connects_grpc"),
            "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_AUTH_SECRET": auth_secret.decode(),
-           "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5"}
+           "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + "."}
     config = ConnectsConfig.from_env(env)
     app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
     app.drain_delay_seconds = 0
