@@ -25,7 +25,7 @@ class ConnectsConfig:
         return cls(
             base=ServiceConfig.from_env(SERVICE, grpc_port=50051, metrics_port=9101, environ=environ),
             batch_max=env.int("BATCH_MAX", 256, lo=1, hi=4096),
-            batch_workers=env.int("BATCH_WORKERS", 2, lo=1, hi=64),
+            batch_workers=env.int("BATCH_WORKERS", 1, lo=1, hi=64),
             expiry_interval_seconds=env.float("EXPIRY_INTERVAL_SECONDS", 30.0, lo=0.1, hi=86_400.0),
             consume_jobs=env.bool("CONSUME_JOBS", True),
             # false: run `python -m services.connects relay` beside the servers (its own GIL and CPU).
