@@ -34,6 +34,12 @@ def _load_local_env() -> None:
 
 
 _load_local_env()
+# Consumer groups of this test run are its own: concurrent runs on one broker never steal each other's records.
+# Its topics too: a fresh consumer group reads from the earliest offset, and a long-lived local broker's
+# topics hold every earlier run's (and benchmark's) events.
+_RUN = uuid.uuid4().hex[:8]
+os.environ.setdefault("ADSMON_KAFKA_GROUP_PREFIX", f"test-{_RUN}-")
+os.environ.setdefault("ADSMON_KAFKA_TOPIC_PREFIX", f"test-{_RUN}.")
 
 
 def require_env(name: str) -> str:

@@ -21,8 +21,9 @@ POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator", "tests"}
 async def build_app(config: BillingConfig) -> App:
     base = config.base
     db, relay = start_foundation(base, MIGRATIONS)
-    ledger_consumer = IdempotentConsumer(db.engine, base.kafka_bootstrap, "billing-ledger", [LEDGER_TOPIC],
-                                         handle_ledger_event, service=base.service)
+    ledger_consumer = IdempotentConsumer(db.engine, base.kafka_bootstrap, base.consumer_group("billing-ledger"),
+                                         [LEDGER_TOPIC], handle_ledger_event, service=base.service,
+                                         topic_prefix=base.kafka_topic_prefix)
     return App(
         config=base,
         services=[ServiceRegistration(SERVICE_NAME, billing_pb2_grpc.add_BillingServiceServicer_to_server,

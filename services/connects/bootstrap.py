@@ -41,8 +41,9 @@ async def bootstrap(config: ConnectsConfig | None = None, *, clock: Callable[[],
     components += [batcher, sweeper]
     if config.consume_jobs:
         components.append(IdempotentConsumer(
-            engine, config.base.kafka_bootstrap, jobs_consumer.GROUP_ID, [MARKETPLACE_JOBS_TOPIC],
-            jobs_consumer.make_handler(clock, metrics, notify), service=SERVICE))
+            engine, config.base.kafka_bootstrap, config.base.consumer_group(jobs_consumer.GROUP_ID),
+            [MARKETPLACE_JOBS_TOPIC], jobs_consumer.make_handler(clock, metrics, notify), service=SERVICE,
+            topic_prefix=config.base.kafka_topic_prefix))
     servicer = ConnectsServicer(ledger)
     return App(
         config=config.base,

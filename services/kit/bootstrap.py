@@ -39,8 +39,10 @@ def start_foundation(config: ServiceConfig, migrations: Sequence[Migration]) -> 
     """Open and migrate the database, prepare Kafka, build (not start) the outbox relay."""
     db = open_database(config.database_url, config.service, migrations, pool_size=config.db_pool_size)
     try:
-        prepare_kafka(config.kafka_bootstrap)
+        prepare_kafka(config.kafka_bootstrap,
+                      {config.kafka_topic_prefix + name: n for name, n in default_topics().items()})
     except StartupError:
         db.close()
         raise
-    return db, OutboxRelay(db.engine, config.kafka_bootstrap, service=config.service)
+    return db, OutboxRelay(db.engine, config.kafka_bootstrap, service=config.service,
+                           topic_prefix=config.kafka_topic_prefix)

@@ -8,6 +8,7 @@ wins over the default. Every value is validated here, not where it is used.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,12 @@ class Env:
         return data
 
 
+def _topic_prefix(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value):
+        raise ConfigError(f"ADSMON_KAFKA_TOPIC_PREFIX={value!r} may only contain letters, digits, '.', '_', '-'")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What every service needs to start; services embed it in their own config."""
@@ -111,6 +118,12 @@ class ServiceConfig:
     log_json: bool
     shutdown_grace_seconds: float
     db_pool_size: int
+    kafka_group_prefix: str = ""
+    kafka_topic_prefix: str = ""
+
+    def consumer_group(self, name: str) -> str:
+        """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
+        return f"{self.kafka_group_prefix}{name}"
 
     @classmethod
     def from_env(
@@ -145,4 +158,6 @@ class ServiceConfig:
             log_json=env.bool("LOG_JSON", True),
             shutdown_grace_seconds=env.float("SHUTDOWN_GRACE_SECONDS", 10.0, lo=0.0, hi=300.0),
             db_pool_size=env.int("DB_POOL_SIZE", 10, lo=1, hi=200),
+            kafka_group_prefix=env.str("KAFKA_GROUP_PREFIX", ""),
+            kafka_topic_prefix=_topic_prefix(env.str("KAFKA_TOPIC_PREFIX", "")),
         )

@@ -139,14 +139,14 @@ class IdempotentConsumer:
         consumer_factory: Callable[[], KafkaConsumer] | None = None,
         retry_initial: float = 0.2, retry_max: float = 5.0, outage_backoff_max: float = 30.0,
         poll_timeout_ms: int = 500, lag_interval: float = 5.0, dlq_timeout: float = 30.0,
-        retention: timedelta = timedelta(days=8), purge_interval: float = 600.0,
+        retention: timedelta = timedelta(days=8), purge_interval: float = 600.0, topic_prefix: str = "",
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.engine = engine
         self.bootstrap = bootstrap
         self.group_id = group_id
-        self.topics = list(topics)
+        self.topics = [topic_prefix + t for t in topics]  # the prefix namespaces an environment
         self.handler = handler
         self.service = service
         self.max_attempts = max_attempts
@@ -200,8 +200,7 @@ class IdempotentConsumer:
         while not self._stopping.is_set():
             try:
                 if self._consumer is None:
-                    self._consumer = self._consumer_factory()
-                    self._consumer.subscribe(self.topics)
+                    self._consumer = self._subscribed_consumer()
                 self.poll_once()
                 failures = 0
             except _Stopping:
@@ -217,6 +216,24 @@ class IdempotentConsumer:
                 consumer.close(autocommit=False)
             except Exception:
                 log.debug("closing consumer %s failed", self.group_id, exc_info=True)
+
+    def _subscribed_consumer(self) -> KafkaConsumer:
+        """A consumer subscribed to our topics, once their partition metadata is known.
+
+        A group leader that assigns before it has the topics' metadata hands out no
+        partitions for them and may not rebalance later (seen with kafka-python 3.0),
+        leaving the group idle: so fetch the metadata first, and retry until it is there.
+        """
+        consumer = self._consumer_factory()
+        try:
+            for topic in self.topics:
+                if not consumer.partitions_for_topic(topic):
+                    raise RuntimeError(f"no partition metadata for topic {topic} yet")
+            consumer.subscribe(self.topics)
+        except Exception:
+            consumer.close(autocommit=False)
+            raise
+        return consumer
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class OutboxRelay:
         backoff_initial: float = 0.5, backoff_max: float = 30.0,
         ack_timeout: float = 30.0, retention: timedelta = timedelta(days=1),
         cleanup_interval: float = 60.0, stats_interval: float = 5.0,
-        after_send: Callable[[list[OutboxRow]], None] | None = None,
+        after_send: Callable[[list[OutboxRow]], None] | None = None, topic_prefix: str = "",
     ) -> None:
         self.engine = engine
         self.service = service
@@ -179,6 +179,9 @@ class OutboxRelay:
         self.cleanup_interval = cleanup_interval
         self.stats_interval = stats_interval
         self._after_send = after_send
+        # Rows keep logical topic names; the prefix (an environment's namespace on a shared cluster)
+        # is applied only on the wire.
+        self.topic_prefix = topic_prefix
         self._producer: KafkaProducer | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -275,7 +278,7 @@ class OutboxRelay:
         if self._producer is None:
             self._producer = self._producer_factory()
         producer = self._producer
-        futures = [producer.send(row.topic, key=row.key.encode(), value=row.payload,
+        futures = [producer.send(self.topic_prefix + row.topic, key=row.key.encode(), value=row.payload,
                                  headers=[("event_id", row.event_id.encode())])
                    for row in batch]
         producer.flush(timeout=self.ack_timeout)

@@ -99,6 +99,8 @@ def launch(tmp_path_factory, create_database, kafka_bootstrap, secret_file) -> I
             "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "ADSMON_AUTH_SECRET_FILE": str(secret_file),
             "ADSMON_SHUTDOWN_GRACE_SECONDS": "5",
+            "ADSMON_KAFKA_GROUP_PREFIX": os.environ["ADSMON_KAFKA_GROUP_PREFIX"],
+            "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"],
             "PYTHONUNBUFFERED": "1",
         })
         env.update(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -25,13 +26,15 @@ from services.kit.server import Server
 from tests.conftest import unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+JOBS_TOPIC = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS_TOPIC
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(create_database, auth_secret, kafka_bootstrap):
     env = {"ADSMON_CONNECTS_DATABASE_URL": create_database("connects_grpc"),
            "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_AUTH_SECRET": auth_secret.decode(),
-           "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + "."}
+           "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
+           "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}
     config = ConnectsConfig.from_env(env)
     app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
     app.drain_delay_seconds = 0
@@ -245,9 +248,9 @@ async def test_a_cancelled_job_returns_its_proposal_and_boost_spends_once(stubs,
     producer = make_producer(kafka_bootstrap, client_id="connects-test")
     event = make_event(jobs_pb2.JobCancelled(job_id=job), job, "marketplace")
     for _ in range(2):  # a redelivery, or the marketplace sending twice with one event id
-        producer.send(MARKETPLACE_JOBS_TOPIC, key=job.encode(), value=encode_event(event))
+        producer.send(JOBS_TOPIC, key=job.encode(), value=encode_event(event))
     again = make_event(jobs_pb2.JobRemoved(job_id=job), job, "marketplace")
-    producer.send(MARKETPLACE_JOBS_TOPIC, key=job.encode(), value=encode_event(again))
+    producer.send(JOBS_TOPIC, key=job.encode(), value=encode_event(again))
     producer.flush(10)
     producer.close()
     deadline = time.monotonic() + 30

@@ -239,6 +239,15 @@ class FakeKafkaConsumer:
     def assignment(self):
         return set()
 
+    def partitions_for_topic(self, topic):
+        return {0}
+
+    def subscribe(self, topics):
+        self.subscribed = list(topics)
+
+    def close(self, autocommit=True):
+        pass
+
 
 def test_offsets_are_committed_after_the_effects_and_past_a_dead_letter(engine):
     c, dlq = make(engine)
