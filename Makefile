@@ -63,8 +63,9 @@ lint: protos ## ruff, proto lint (buf)
 	.venv/bin/ruff check .
 	deploy/local/protolint.sh
 
-run: protos secrets infra ## run the whole suite (infra + connects, ads, billing); Ctrl-C stops it
-	set -a; source $(LOCAL)/env; set +a; DB=$(DB) $(PY) deploy/run_suite.py
+run: protos secrets infra ## run the whole suite (infra + connects, ads, billing); Ctrl-C stops it all
+	set -a; source $(LOCAL)/env; set +a; DB=$(DB) $(PY) deploy/run_suite.py; \
+	  status=$$?; if [ -z "$(KEEP_INFRA)" ]; then $(MAKE) --no-print-directory infra-stop; fi; exit $$status
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
 	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py

@@ -72,7 +72,7 @@ def main() -> int:
         print(f"not healthy after 60s: {', '.join(sorted(pending))}")
         stop = True
     if not stop:
-        print("all services up; Ctrl-C stops everything (infra stays up: make infra-stop)")
+        print("all services up; Ctrl-C stops everything (services, then Kafka and PostgreSQL unless KEEP_INFRA=1)")
     while not stop and all(p.poll() is None for p in procs.values()):
         time.sleep(0.5)
     for proc in procs.values():
