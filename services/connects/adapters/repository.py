@@ -169,6 +169,10 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                  .where(transactions.c.transaction_id.in_(list(transaction_ids))))
         return {r.transaction_id: r.account_id for r in rows}
 
+    def existing_wallets(self, account_ids: Iterable[str]) -> set[str]:
+        rows = self.conn.execute(sa.select(wallets.c.account_id).where(wallets.c.account_id.in_(list(account_ids))))
+        return set(rows.scalars())
+
     def _lock(self, account_ids: list[str]) -> dict[str, int]:
         query = (sa.select(wallets.c.account_id, wallets.c.sequence)
                  .where(wallets.c.account_id.in_(account_ids)).order_by(wallets.c.account_id))
@@ -353,5 +357,15 @@ class SqlAlchemyLedgerQueries(AbstractLedgerQueries):
     def system_balances(self) -> dict[str, int]:
         """Balance of every ledger account kind: each system account, and all wallets together."""
         kind = sa.case((postings.c.ledger_account.like("wallet:%"), "wallets"), else_=postings.c.ledger_account)
-        query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount)).group_by(kind)
-        return self._run(lambda conn: {a: int(v) for a, v in conn.execute(query)})
+
+        def run(conn: Connection) -> dict[str, int]:
+            if is_postgres(conn):  # SUM(bigint) is numeric there: no overflow
+                query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount)).group_by(kind)
+                return {a: int(v) for a, v in conn.execute(query)}
+            # SQLite's SUM raises past 2^63-1 (and TOTAL is a float): sum the high and low 32 bits apart,
+            # exactly, and join them in Python (>> is arithmetic, so negative amounts split correctly too).
+            query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount.op(">>")(32)),
+                              sa.func.sum(postings.c.amount.op("&")(0xFFFFFFFF))).group_by(kind)
+            return {a: int(hi) * 2**32 + int(lo) for a, hi, lo in conn.execute(query)}
+
+        return self._run(run)

@@ -55,6 +55,12 @@ class AbstractLedgerUnitOfWork(abc.ABC):
         """transaction_id -> account_id (immutable)."""
 
     @abc.abstractmethod
+    def existing_wallets(self, account_ids: Iterable[str]) -> set[str]:
+        """The accounts that have a wallet, without locking or creating any (a wallet is never deleted, so
+        an account seen here keeps its wallet; one not seen is treated as empty, as of before any
+        concurrent first credit)."""
+
+    @abc.abstractmethod
     def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str]) -> dict[str, Wallet]:
         """Lock the accounts' wallets in a consistent order and load their live lots and the given holds.
 

@@ -83,6 +83,9 @@ class FakeUnitOfWork(AbstractLedgerUnitOfWork):
         return {t: self.store.transactions_by_id[t].account_id for t in transaction_ids
                 if t in self.store.transactions_by_id}
 
+    def existing_wallets(self, account_ids):
+        return {a for a in account_ids if a in self.store.wallets}
+
     def lock_wallets(self, account_ids, hold_ids):
         self.store.lock.acquire()
         self.locked = True
