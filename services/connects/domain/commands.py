@@ -18,6 +18,20 @@ MIN_HOLD_TTL = timedelta(seconds=1)
 MAX_HOLD_TTL = timedelta(days=90)
 DEFAULT_HOLD_TTL = timedelta(days=14)
 MAX_PAGE_SIZE = 1000
+# Request ids the ledger makes for itself (e.g. the jobs consumer's returns) start with this; clients may not
+# use it, so no client request can ever take (and block) an internal one.
+RESERVED_REQUEST_ID_PREFIX = "connects-internal:"
+
+
+class InternalRequestId(str):
+    """A request id in the reserved namespace, made only by `internal_request_id` (never from client input)."""
+
+    __slots__ = ()
+
+
+def internal_request_id(kind: str, key: str) -> InternalRequestId:
+    """The ledger's own idempotency key for `kind` of work on `key` (e.g. "job-return", a transaction id)."""
+    return InternalRequestId(f"{RESERVED_REQUEST_ID_PREFIX}{kind}:{key}")
 
 
 def check_id(field: str, value: str) -> None:
@@ -28,6 +42,14 @@ def check_id(field: str, value: str) -> None:
                               field=field, max_length=MAX_ID_LEN)
     if not value.isprintable():
         raise InvalidArgument("INVALID_FIELD", f"{field} contains control characters", field=field)
+
+
+def check_request_id(value: str) -> None:
+    check_id("request_id", value)
+    if value.startswith(RESERVED_REQUEST_ID_PREFIX) and not isinstance(value, InternalRequestId):
+        raise InvalidArgument("RESERVED_REQUEST_ID",
+                              f"request_id must not start with {RESERVED_REQUEST_ID_PREFIX!r} (reserved)",
+                              field="request_id", prefix=RESERVED_REQUEST_ID_PREFIX)
 
 
 def check_amount(field: str, value: int) -> None:
@@ -61,7 +83,7 @@ class Command:
     request_id: str
 
     def __post_init__(self) -> None:
-        check_id("request_id", self.request_id)
+        check_request_id(self.request_id)
 
     def fingerprint(self) -> str:
         """Hash of the canonical request without its request_id: same id + other content is refused."""
@@ -83,6 +105,11 @@ class Credit(Command):
         check_id("account_id", self.account_id)
         check_amount("amount", self.amount)
         check_enum("source", self.source, LotSource)
+        if self.source is LotSource.RETURN:
+            # RETURN lots keep the returned lots' expiry and post against revenue: only the return rule makes them.
+            raise InvalidArgument("SOURCE_NOT_ALLOWED", "RETURN lots are made only by ReturnConnects "
+                                  "(or the automatic return of a cancelled or removed job), not by Credit",
+                                  field="source")
         check_reference(self.reference)
 
 

@@ -30,7 +30,7 @@ class HoldNotOpen(FailedPrecondition):
 
 class HoldExpired(FailedPrecondition):
     def __init__(self, hold_id: str) -> None:
-        super().__init__("HOLD_EXPIRED", f"hold {hold_id} passed its ttl and was released",
+        super().__init__("HOLD_EXPIRED", f"hold {hold_id} passed its ttl and was released as EXPIRED",
                          hold_id=hold_id)
 
 

@@ -216,7 +216,9 @@ class Wallet:
     Every public mutation first expires the lots past their date (lazy
     expiry), checks everything that can fail, then changes state and records
     exactly one transaction (plus EXPIRE entries), so a refused command leaves
-    no partial change behind.
+    no partial change behind. One deliberate exception: capturing or releasing
+    a hold past its ttl records its EXPIRED release (what the sweeper would
+    record) before refusing with HOLD_EXPIRED.
     """
 
     account_id: str
@@ -304,13 +306,9 @@ class Wallet:
     def capture(self, *, hold_id: str, amount: int, now: datetime) -> LedgerTransaction:
         """Spend `amount` of an open hold (from its allocations in order) and release the rest.
 
-        A hold past its ttl is released as EXPIRED and the capture refused.
+        A hold past its ttl is released as EXPIRED and the capture refused (see `_open_live_hold`).
         """
-        hold = self._open_hold(hold_id)
-        if hold.expires_at <= now:
-            self._release(hold, now, HoldStatus.EXPIRED)
-            self.expire_due_lots(now)
-            raise errors.HoldExpired(hold_id)
+        hold = self._open_live_hold(hold_id, now)
         if amount > hold.amount:
             raise errors.CaptureExceedsHold(hold_id, amount, hold.amount)
         to_capture = amount
@@ -335,8 +333,12 @@ class Wallet:
         return tx
 
     def release(self, *, hold_id: str, now: datetime) -> LedgerTransaction:
-        """Return all of an open hold to its lots."""
-        hold = self._open_hold(hold_id)
+        """Return all of an open hold to its lots.
+
+        A hold past its ttl is released as EXPIRED and the release refused, exactly as a capture would be
+        (see `_open_live_hold`): whichever call touches it first, a hold past its ttl resolves as EXPIRED.
+        """
+        hold = self._open_live_hold(hold_id, now)
         tx = self._release(hold, now, HoldStatus.RELEASED)
         self.expire_due_lots(now)
         return tx
@@ -431,6 +433,19 @@ class Wallet:
             raise errors.HoldNotFound(hold_id)
         if hold.status is not HoldStatus.OPEN:
             raise errors.HoldNotOpen(hold_id, hold.status.value)
+        return hold
+
+    def _open_live_hold(self, hold_id: str, now: datetime) -> Hold:
+        """The open hold, or HoldExpired after releasing it as EXPIRED if its ttl has passed.
+
+        The only refusal that changes state: the EXPIRED release is what the hold sweeper would record
+        anyway, and recording it here means the hold resolves the same way whoever touches it first.
+        """
+        hold = self._open_hold(hold_id)
+        if hold.expires_at <= now:
+            self._release(hold, now, HoldStatus.EXPIRED)
+            self.expire_due_lots(now)
+            raise errors.HoldExpired(hold_id)
         return hold
 
     def _release(self, hold: Hold, now: datetime, status: HoldStatus) -> LedgerTransaction:

@@ -5,8 +5,17 @@ service, returns every proposal/boost spend and boost capture whose
 reference names it (`job:<job_id>` or `job:<job_id>/...`). Runs inside the
 kit's idempotent consumer transaction: the processed_events row, the RETURN
 entries and their outbox events commit together. Each return's request_id
-is derived from the transaction returned, and a transaction is returned at
-most once (unique index), so redeliveries and replicas cannot return twice.
+is derived from the transaction returned, in the ledger's reserved namespace
+(`connects-internal:`, which client request ids may not use, so no client
+command can take it first), and a transaction is returned at most once
+(unique index), so redeliveries and replicas cannot return twice.
+
+A return refused for a business reason that can legitimately happen
+(returned meanwhile through ReturnConnects, or the wallet at its limit) is
+counted and logged and the other returns go ahead. Any other refusal means
+the event was not handled as it should be: it is raised, so nothing commits
+and the event goes to the DLQ with the error instead of being marked
+processed with Connects left unreturned.
 """
 
 from __future__ import annotations
@@ -34,8 +43,12 @@ _REASONS = {
 }
 
 
+# Refusals of one return that leave nothing to fix: the others of the job still go ahead.
+EXPECTED_REFUSALS = frozenset({"ALREADY_RETURNED", "BALANCE_LIMIT_EXCEEDED"})
+
+
 def return_request_id(transaction_id: str) -> str:
-    return f"job-return:{transaction_id}"
+    return c.internal_request_id("job-return", transaction_id)
 
 
 def make_handler(clock: Callable[[], datetime], ledger_metrics: handlers.Metrics,
@@ -57,12 +70,21 @@ def make_handler(clock: Callable[[], datetime], ledger_metrics: handlers.Metrics
         batch = [handlers.Envelope(c.ReturnConnects(return_request_id(t.transaction_id), t.transaction_id, reason),
                                    handlers.SYSTEM) for t in txs]
         outcomes = handlers.execute(SqlAlchemyLedgerUnitOfWork(connection=conn), batch, clock(), ledger_metrics)
-        for outcome in outcomes:
+        unexpected = [(t, o.error) for t, o in zip(txs, outcomes, strict=True)
+                      if o.error is not None and o.error.reason not in EXPECTED_REFUSALS]
+        if unexpected:
+            tx, error = unexpected[0]
+            log.error("job %s: return of %s refused unexpectedly (%s): the event is not applied", message.job_id,
+                      tx.transaction_id, error)
+            metrics.jobs_returns_total.labels(error.reason.lower()).inc()
+            raise error  # rolls the whole event back; the kit's consumer dead-letters it with the error
+        for tx, outcome in zip(txs, outcomes, strict=True):
             if outcome.error is None:
                 metrics.jobs_returns_total.labels("replayed" if outcome.replayed else "returned").inc()
             else:
                 metrics.jobs_returns_total.labels(outcome.error.reason.lower()).inc()
-                log.info("job %s: return refused: %s", message.job_id, outcome.error.reason)
+                log.warning("job %s: return of %s refused: %s", message.job_id, tx.transaction_id,
+                            outcome.error.reason)
         if on_commit:
             on_commit()
 
