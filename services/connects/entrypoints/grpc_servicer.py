@@ -17,15 +17,18 @@ from services.connects.adapters.events import (
     transaction_pb,
 )
 from services.connects.domain import commands as c
+from services.connects.service_layer.handlers import RETURN_CALLERS
 from services.connects.service_layer.ledger import Ledger
 from services.kit.auth import Policy, current_caller
 from services.kit.errors import InvalidArgument
 
 SERVICE_NAME = "adsmon.connects.v1.ConnectsService"
 
-# Who may call what at all; finer rules (PURCHASE, ad products) live in the service layer.
+# Who may call what at all; finer rules (PURCHASE, ad products) live in the service layer, which also
+# enforces the ReturnConnects callers (for the consumer and for replays).
 POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "operator", "tests"},
-                      methods={"Credit": {"billing", "marketplace", "operator", "tests"}})
+                      methods={"Credit": {"billing", "marketplace", "operator", "tests"},
+                               "ReturnConnects": RETURN_CALLERS})
 
 
 def _enum(mapping: dict, value: int) -> object:  # type: ignore[type-arg]

@@ -75,20 +75,38 @@ def _deny(caller: str, what: str) -> PermissionDenied:
     return PermissionDenied("CALLER_NOT_ALLOWED", f"caller {caller!r} may not {what}", caller=caller)
 
 
+# Who may ask for returned Connects: the marketplace (it decides a job was cancelled or removed), support
+# operators and tests. Ads and billing may not; the service itself returns through the jobs consumer.
+RETURN_CALLERS = frozenset({"marketplace", "operator", "tests"})
+
+
 def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = None) -> None:
-    """Only billing credits PURCHASE; only ads moves Connects for ad products (BOOST, BADGE, PROMOTED_PROFILE)."""
+    """Who may do what. Only billing credits PURCHASE; only ads moves Connects for ad products (BOOST, BADGE,
+    PROMOTED_PROFILE); only RETURN_CALLERS return Connects; only the service itself runs the sweeps.
+
+    CaptureHold and ReleaseHold are judged by the reason of their hold (`hold_reason`): the hold's row for a
+    new command, the stored answer's spend_reason for a replay. Every other rule needs only the command.
+    """
     if caller == SYSTEM:
         return
+    if isinstance(cmd, c.ExpireLots | c.ExpireHold):
+        raise _deny(caller, f"run {cmd.method} (the service's own sweeps)")
     if isinstance(cmd, c.Credit) and cmd.source is LotSource.PURCHASE and caller != BILLING:
         raise _deny(caller, "credit PURCHASE Connects (billing only)")
-    reason = getattr(cmd, "reason", None) if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
+    if isinstance(cmd, c.ReturnConnects) and caller not in RETURN_CALLERS:
+        raise _deny(caller, f"return Connects ({', '.join(sorted(RETURN_CALLERS))} only)")
+    reason = cmd.reason if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
     if reason in AD_REASONS and caller != ADS:
         raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")  # type: ignore[union-attr]
 
 
+def _needs_hold(cmd: AnyCommand) -> bool:
+    return isinstance(cmd, c.CaptureHold | c.ReleaseHold)
+
+
 def precheck(cmd: AnyCommand, caller: str) -> None:
     """Checks that need no database: run before queuing, so refusals cost nothing."""
-    if isinstance(cmd, c.Credit | c.Spend | c.PlaceHold):
+    if not _needs_hold(cmd):
         authorize(cmd, caller)
 
 
@@ -98,14 +116,32 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
     (including RequestIdConflict): the caller then retries, the batch or command by command."""
     metrics = metrics or NullMetrics()
     outcomes: list[Outcome | None] = [None] * len(batch)
+    todo = []
+    for i, env in enumerate(batch):
+        # Refused before anything is read, replayed or locked (also when `precheck` was not called).
+        try:
+            if not _needs_hold(env.command):
+                authorize(env.command, env.caller)
+        except DomainError as exc:
+            metrics.refused(env.command.method, exc)
+            outcomes[i] = Outcome(error=exc)
+            continue
+        todo.append((i, env))
     with uow:
-        todo = _answer_known_requests(uow, batch, outcomes, metrics)
+        todo = _answer_known_requests(uow, todo, outcomes, metrics)
         hold_ids = {e.command.hold_id for _, e in todo if isinstance(e.command, c.CaptureHold | c.ReleaseHold
                                                                       | c.ExpireHold)}
         tx_ids = {e.command.spend_transaction_id for _, e in todo if isinstance(e.command, c.ReturnConnects)}
         hold_accounts = uow.hold_accounts(hold_ids) if hold_ids else {}
         tx_accounts = uow.transaction_accounts(tx_ids) if tx_ids else {}
         accounts = {a for a in (_account_of(e.command, hold_accounts, tx_accounts) for _, e in todo) if a}
+        # Spends and holds cannot succeed on an account without a wallet (and are refused without creating
+        # one): only credits create wallets. Captures, releases and returns name existing ones.
+        only_debited = {e.command.account_id for _, e in todo if isinstance(e.command, c.Spend | c.PlaceHold)}
+        only_debited -= {e.command.account_id for _, e in todo if isinstance(e.command, c.Credit)}
+        only_debited -= set(hold_accounts.values()) | set(tx_accounts.values())
+        no_wallet = only_debited - uow.existing_wallets(only_debited) if only_debited else set()
+        accounts -= no_wallet
         wallets = uow.lock_wallets(sorted(accounts), hold_ids) if accounts else {}
         returnables = uow.returnables(tx_ids) if tx_ids else {}
         stored: list[StoredRequest] = []
@@ -115,6 +151,8 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
                 account = _account_of(cmd, hold_accounts, tx_accounts)
                 if account is None:
                     raise _not_found(cmd)
+                if account in no_wallet:
+                    raise errors.InsufficientConnects(account, cmd.amount, 0)  # type: ignore[union-attr]
                 receipt = _apply(wallets[account], env, returnables, now)
             except DomainError as exc:
                 metrics.refused(cmd.method, exc)
@@ -134,14 +172,18 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
     return [o or Outcome() for o in outcomes]
 
 
-def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope],
+def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[tuple[int, Envelope]],
                            outcomes: list[Outcome | None], metrics: Metrics) -> list[tuple[int, Envelope]]:
-    """Replay or refuse commands whose request_id was already applied; return the rest in order."""
-    ids = [e.command.request_id for e in batch if isinstance(e.command, c.Command)]
+    """Replay or refuse commands whose request_id was already applied; return the rest in order.
+
+    A replay is authorised like a new command: the stored answer goes only to a caller who could have made
+    the request (for a capture or release, judged by its hold's reason, kept in the stored transaction).
+    """
+    ids = [e.command.request_id for _, e in batch if isinstance(e.command, c.Command)]
     known = uow.find_requests(ids) if ids else {}
     todo = []
     seen: set[str] = set()
-    for i, env in enumerate(batch):
+    for i, env in batch:
         cmd = env.command
         if isinstance(cmd, c.Command):
             if cmd.request_id in seen:
@@ -152,8 +194,15 @@ def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelo
                 if prior.method != cmd.method or prior.fingerprint != cmd.fingerprint():
                     outcomes[i] = Outcome(error=errors.RequestIdReused(cmd.request_id, cmd.method))
                 else:
+                    receipt = receipts.decode(prior.response)
+                    try:
+                        authorize(cmd, env.caller, receipt.transaction.spend_reason if _needs_hold(cmd) else None)
+                    except DomainError as exc:
+                        metrics.refused(cmd.method, exc)
+                        outcomes[i] = Outcome(error=exc)
+                        continue
                     metrics.replayed(cmd.method)
-                    outcomes[i] = Outcome(receipt=receipts.decode(prior.response), replayed=True)
+                    outcomes[i] = Outcome(receipt=receipt, replayed=True)
                 continue
         todo.append((i, env))
     return todo
