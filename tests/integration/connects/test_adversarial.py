@@ -1,7 +1,7 @@
 """Adversarial tests of the Connects ledger on real PostgreSQL (and through real gRPC).
 
-Tests marked xfail(strict=True) reproduce a bug: they fail now and will flag
-(XPASS -> failure) once the bug is fixed, so the marker can be removed.
+Several reproduce bugs an adversarial review found (each was an
+xfail(strict=True) test until fixed) or the design gaps it raised.
 """
 
 from __future__ import annotations
@@ -158,15 +158,51 @@ def test_history_pages_have_no_duplicates_or_gaps_while_new_transactions_arrive(
     assert seen == list(range(first_seq, 0, -1))
 
 
-@pytest.mark.xfail(strict=True, raises=sa.exc.DataError,
-                   reason="BUG: a page_token whose sequence is >= 2^63 reaches PostgreSQL (bigint out of range -> "
-                          "INTERNAL) instead of INVALID_PAGE_TOKEN")
 def test_a_page_token_with_a_sequence_past_int64_is_invalid_argument_on_postgres(uow_factory, queries):
     acct = unique("acct")
     ok(execute_one(uow_factory, c.Credit(unique("r"), acct, 1, LotSource.BONUS)))
     with pytest.raises(InvalidArgument) as exc:
         q.list_transactions(queries, acct, 10, token({"a": acct, "s": 2**63}))
     assert exc.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_a_v1_page_token_with_a_sequence_past_int64_is_invalid_argument_on_postgres(uow_factory, queries):
+    acct = unique("acct")
+    ok(execute_one(uow_factory, c.Credit(unique("r"), acct, 1, LotSource.BONUS)))
+    for sequence in (2**63, 10**19 - 1):
+        with pytest.raises(InvalidArgument) as exc:
+            q.list_transactions(queries, acct, 10, q.encode_page_token(acct, sequence))
+        assert exc.value.reason == "INVALID_PAGE_TOKEN"
+    page = q.list_transactions(queries, acct, 10, q.encode_page_token(acct, 2**63 - 1))
+    assert [t.sequence for t in page.transactions] == [1]
+
+
+def test_refused_spends_and_holds_on_unknown_accounts_leave_no_wallet_row(uow_factory, engine):
+    ghost, fresh = unique("ghost"), unique("fresh")
+    batch = [c.Spend(unique("r"), ghost, 1, SpendReason.PROPOSAL), c.PlaceHold(unique("r"), ghost, 1,
+                                                                               SpendReason.PROPOSAL),
+             c.Credit(unique("r"), fresh, 2, LotSource.BONUS), c.Spend(unique("r"), fresh, 1, SpendReason.PROPOSAL)]
+    outs = handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in batch], now())
+    assert [o.error.reason if o.error else "OK" for o in outs] == ["INSUFFICIENT_CONNECTS"] * 2 + ["OK", "OK"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT account_id FROM wallets WHERE account_id IN (:g, :f)"),
+                            {"g": ghost, "f": fresh}).scalars().all()
+    assert rows == [fresh]
+
+
+def test_a_release_past_the_ttl_expires_the_hold_like_a_capture_would(uow_factory, engine, queries):
+    acct = unique("acct")
+    ok(execute_one(uow_factory, c.Credit(unique("r"), acct, 10, LotSource.PLAN_GRANT)))
+    hold_id = ok(execute_one(uow_factory, c.PlaceHold(unique("r"), acct, 6, SpendReason.BOOST,
+                                                      ttl=timedelta(seconds=1)), caller="ads")).hold_id
+    out = execute_one(uow_factory, c.ReleaseHold(unique("r"), hold_id), caller="ads", at=now() + timedelta(seconds=2))
+    assert (out.error.code, out.error.reason) == ("FAILED_PRECONDITION", "HOLD_EXPIRED")
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM holds WHERE hold_id = :h"), {"h": hold_id}).scalar_one()
+    assert status == HoldStatus.EXPIRED.value
+    assert hold_id not in queries.due_holds(now() + timedelta(seconds=2), 1000)
+    assert q.get_balance(queries, acct, now()).available == 10
+    assert_books_balance(engine)
 
 
 # ----- through gRPC -----------------------------------------------------------------------------------------------
@@ -190,7 +226,7 @@ async def server(create_database, auth_secret, kafka_bootstrap):
 def stubs(server, auth_secret):
     return {name: connects_pb2_grpc.ConnectsServiceStub(
         channel(f"127.0.0.1:{server.grpc_port}", secret=auth_secret, caller=name))
-        for name in ("billing", "ads", "marketplace")}
+        for name in ("billing", "ads", "marketplace", "operator")}
 
 
 def error_of(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
@@ -210,8 +246,6 @@ grpc_test = pytest.mark.asyncio(loop_scope="module")
 
 
 @grpc_test
-@pytest.mark.xfail(strict=True, reason="BUG: a page_token of deeply nested JSON gives INTERNAL (RecursionError in "
-                                       "decode_page_token), not INVALID_ARGUMENT/INVALID_PAGE_TOKEN")
 async def test_grpc_a_tampered_deeply_nested_page_token_is_invalid_argument(stubs):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
@@ -220,8 +254,6 @@ async def test_grpc_a_tampered_deeply_nested_page_token_is_invalid_argument(stub
 
 
 @grpc_test
-@pytest.mark.xfail(strict=True, reason="BUG: a page_token whose sequence is >= 2^63 gives INTERNAL (bigint out of "
-                                       "range on PostgreSQL), not INVALID_ARGUMENT/INVALID_PAGE_TOKEN")
 async def test_grpc_a_page_token_with_a_sequence_past_int64_is_invalid_argument(stubs):
     acct = unique("acct")
     await fund(stubs, acct, 1)
@@ -232,8 +264,6 @@ async def test_grpc_a_page_token_with_a_sequence_past_int64_is_invalid_argument(
 
 
 @grpc_test
-@pytest.mark.xfail(strict=True, reason="BUG: a CaptureHold replay by a non-ads caller returns the stored answer of "
-                                       "an ads BOOST capture; authorisation runs only for new commands")
 async def test_grpc_replaying_an_ads_capture_as_marketplace_is_permission_denied(stubs):
     acct = unique("acct")
     await fund(stubs, acct, 10)
@@ -332,3 +362,40 @@ async def test_grpc_mixed_concurrent_workload_on_one_wallet_conserves_connects(s
     balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=acct))
     assert (balance.available, balance.held) == (100 - used, 0)
     assert Counter(kind for kind, _ in results)["spend"] + Counter(k for k, _ in results)["capture"] > 0
+
+
+@grpc_test
+async def test_grpc_only_marketplace_and_operator_may_return_connects(stubs):
+    acct = unique("acct")
+    await fund(stubs, acct, 10)
+    spends = [await stubs["marketplace"].Spend(pb.SpendRequest(request_id=unique("r"), account_id=acct, amount=2,
+                                                               reason=pb.SPEND_REASON_PROPOSAL))
+              for _ in range(2)]
+
+    def ret(spend):
+        return pb.ReturnConnectsRequest(request_id=unique("r"), spend_transaction_id=spend.transaction.transaction_id,
+                                        reason=pb.RETURN_REASON_JOB_REMOVED_TOS)
+
+    for caller in ("ads", "billing"):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stubs[caller].ReturnConnects(ret(spends[0]))
+        assert error_of(exc.value) == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    await stubs["marketplace"].ReturnConnects(ret(spends[0]))
+    await stubs["operator"].ReturnConnects(ret(spends[1]))
+    balance = await stubs["marketplace"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert balance.available == 10
+
+
+@grpc_test
+async def test_grpc_credit_cannot_make_return_lots_and_reserved_request_ids_are_refused(stubs):
+    acct = unique("acct")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=5,
+                                                       source=pb.LOT_SOURCE_RETURN))
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "SOURCE_NOT_ALLOWED")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=f"{c.RESERVED_REQUEST_ID_PREFIX}job-return:x",
+                                                       account_id=acct, amount=5, source=pb.LOT_SOURCE_BONUS))
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "RESERVED_REQUEST_ID")
+    balance = await stubs["billing"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert (balance.available, len(balance.lots)) == (0, 0)

@@ -169,7 +169,8 @@ BAD_INPUTS = [
 async def test_bad_input_is_refused_with_a_code_and_an_error_info_reason(stubs, method, request_, code, reason,
                                                                         field):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await getattr(stubs["billing" if method == "Credit" else "ads"], method)(request_)
+        caller = {"Credit": "billing", "ReturnConnects": "marketplace"}.get(method, "ads")
+        await getattr(stubs[caller], method)(request_)
     got_code, got_reason, metadata = error_of(exc.value)
     assert (got_code, got_reason) == (code, reason)
     if field:

@@ -1,7 +1,8 @@
 """Adversarial tests of the Connects ledger (service layer with fakes, and the SQL adapter on SQLite).
 
-Tests marked xfail(strict=True) reproduce a bug: they fail now and will flag
-(XPASS -> failure) once the bug is fixed, so the marker can be removed.
+The first section reproduces bugs an adversarial review found (each was an
+xfail(strict=True) test until fixed) and the design gaps it raised; the
+second probes risky areas that held.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from adsmon.marketplace.v1 import jobs_pb2
 
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
+from services.connects.adapters.tables import MIGRATIONS, wallets
 from services.connects.domain import commands as c
 from services.connects.domain.model import (
     MAX_CONNECTS,
@@ -31,7 +33,7 @@ from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.handlers import Envelope
 from services.connects.service_layer.ledger import Ledger
 from services.kit.db import make_engine, migrate
-from services.kit.errors import InvalidArgument
+from services.kit.errors import DomainError, InvalidArgument, PermissionDenied
 from services.kit.kafka import make_event
 from tests.conftest import unique
 from tests.unit.connects.fakes import FakeLedgerStore
@@ -73,9 +75,6 @@ def sql_run(engine, *cmds, caller="tests", now=NOW):
 # ----- bugs ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="BUG: a page_token of deeply nested JSON raises RecursionError (INTERNAL), "
-                          "not INVALID_PAGE_TOKEN")
 def test_a_tampered_page_token_of_deeply_nested_json_is_invalid_argument():
     store = FakeLedgerStore()
     with pytest.raises(InvalidArgument) as exc:
@@ -83,9 +82,6 @@ def test_a_tampered_page_token_of_deeply_nested_json_is_invalid_argument():
     assert exc.value.reason == "INVALID_PAGE_TOKEN"
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: a page_token whose sequence is >= 2^63 reaches the database (OverflowError on "
-                          "SQLite -> INTERNAL) instead of INVALID_PAGE_TOKEN")
 @pytest.mark.parametrize("sequence", [2**63, 10**30])
 def test_a_page_token_with_a_sequence_past_int64_is_invalid_argument(sqlite_engine, sequence):
     acct = unique("a")
@@ -96,8 +92,6 @@ def test_a_page_token_with_a_sequence_past_int64_is_invalid_argument(sqlite_engi
     assert exc.value.reason == "INVALID_PAGE_TOKEN"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: GetBalance lists a lot past its date (held by an open hold) with its "
-                                       "unexpired remaining, though those Connects are not available")
 def test_balance_lots_never_show_connects_past_their_date_as_remaining():
     store, acct = FakeLedgerStore(), unique("a")
     ok(run(store, credit(acct, 10), now=NOW)[0])
@@ -111,8 +105,6 @@ def test_balance_lots_never_show_connects_past_their_date_as_remaining():
     assert sum(lot.remaining for lot in balance.lots) == balance.available
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a CaptureHold replay skips authorisation: a non-ads caller gets the "
-                                       "stored answer of an ads BOOST capture instead of CALLER_NOT_ALLOWED")
 def test_replaying_an_ads_capture_as_another_caller_is_refused():
     store, acct = FakeLedgerStore(), unique("a")
     ok(run(store, credit(acct, 10))[0])
@@ -123,8 +115,6 @@ def test_replaying_an_ads_capture_as_another_caller_is_refused():
     assert replay.error is not None and replay.error.reason == "CALLER_NOT_ALLOWED"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SUM(postings.amount) overflows on SQLite (integer overflow) once a "
-                                       "system account passes 2^63-1, so system_balances() raises")
 def test_system_balances_survive_two_maximal_credits_on_sqlite(sqlite_engine):
     for acct in (unique("a"), unique("b")):
         ok(sql_run(sqlite_engine, credit(acct, MAX_CONNECTS, LotSource.BONUS))[0])
@@ -133,22 +123,231 @@ def test_system_balances_survive_two_maximal_credits_on_sqlite(sqlite_engine):
     assert balances["wallets"] == 2 * MAX_CONNECTS
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the jobs consumer's derived request_id 'job-return:<tx>' shares the "
-                                       "client namespace; a client command that used it blocks the return forever")
+def cancel_job(engine, job):
+    handle = jobs_consumer.make_handler(lambda: NOW, handlers.NullMetrics())
+    event = make_event(jobs_pb2.JobCancelled(job_id=job), job, "marketplace")
+    with engine.begin() as conn:
+        handle(conn, event, None)
+
+
 def test_a_client_request_id_cannot_block_the_automatic_return_of_a_cancelled_job(sqlite_engine):
     acct, job = unique("a"), unique("job")
     ok(sql_run(sqlite_engine, credit(acct, 10))[0])
     spend = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, f"job:{job}"))[0])
     tx_id = spend.transaction.transaction_id
-    # Any client may pick any request_id, including the one the consumer will derive.
+    # A client can name the id the consumer will derive, but no client command may use the reserved namespace.
+    client_id = str(jobs_consumer.return_request_id(tx_id))
+    assert client_id.startswith(c.RESERVED_REQUEST_ID_PREFIX)
+    with pytest.raises(InvalidArgument) as exc:
+        c.Credit(client_id, unique("other"), 1, LotSource.BONUS)
+    assert (exc.value.reason, exc.value.metadata["field"]) == ("RESERVED_REQUEST_ID", "request_id")
+    # The old derived id is an ordinary client id now, and taking it blocks nothing.
+    ok(sql_run(sqlite_engine, c.Credit(f"job-return:{tx_id}", unique("other"), 1, LotSource.BONUS))[0])
+    cancel_job(sqlite_engine, job)
+    balance = queries.get_balance(SqlAlchemyLedgerQueries(sqlite_engine), acct, NOW)
+    assert balance.available == 10, "the cancelled job's proposal spend was returned"
+
+
+@pytest.mark.parametrize("request_id", [c.RESERVED_REQUEST_ID_PREFIX, f"{c.RESERVED_REQUEST_ID_PREFIX}job-return:x",
+                                        f"{c.RESERVED_REQUEST_ID_PREFIX}anything"])
+def test_every_command_refuses_a_client_request_id_in_the_reserved_namespace(request_id):
+    builds = [lambda: c.Credit(request_id, "a", 1, LotSource.BONUS),
+              lambda: c.Spend(request_id, "a", 1, SpendReason.PROPOSAL),
+              lambda: c.PlaceHold(request_id, "a", 1, SpendReason.PROPOSAL),
+              lambda: c.CaptureHold(request_id, "h", 1), lambda: c.ReleaseHold(request_id, "h"),
+              lambda: c.ReturnConnects(request_id, "t", ReturnReason.JOB_REMOVED_TOS)]
+    for build in builds:
+        with pytest.raises(InvalidArgument) as exc:
+            build()
+        assert exc.value.reason == "RESERVED_REQUEST_ID"
+
+
+def test_the_jobs_consumer_dead_letters_an_event_whose_return_is_refused_unexpectedly(sqlite_engine):
+    """If a return is refused for a reason that is not a business answer (here: its internal request id was
+    taken, as by data from before the reserved namespace), nothing commits and the error is raised for the
+    kit's consumer to dead-letter, instead of the event being marked processed with Connects unreturned."""
+    acct, job = unique("a"), unique("job")
+    ok(sql_run(sqlite_engine, credit(acct, 10))[0])
+    spend = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, f"job:{job}"))[0])
+    tx_id = spend.transaction.transaction_id
     ok(sql_run(sqlite_engine, c.Credit(jobs_consumer.return_request_id(tx_id), unique("other"), 1,
-                                       LotSource.BONUS))[0])
+                                       LotSource.BONUS), caller="connects")[0])
+    with pytest.raises(DomainError) as exc:
+        cancel_job(sqlite_engine, job)
+    assert exc.value.reason == "REQUEST_ID_REUSED"
+    qs = SqlAlchemyLedgerQueries(sqlite_engine)
+    assert queries.get_balance(qs, acct, NOW).available == 6
+    assert [t.transaction_id for t in qs.job_transactions(job)] == [tx_id], "still to be returned"
+
+
+def test_the_jobs_consumer_skips_a_transaction_returned_meanwhile_and_returns_the_others(sqlite_engine, monkeypatch):
+    acct, job = unique("a"), unique("job")
+    ok(sql_run(sqlite_engine, credit(acct, 10))[0])
+    first = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 2, SpendReason.PROPOSAL, f"job:{job}"))[0])
+    ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL, f"job:{job}/p2"))[0])
+    returned = c.ReturnConnects(unique("r"), first.transaction.transaction_id, ReturnReason.JOB_REMOVED_TOS)
     handle = jobs_consumer.make_handler(lambda: NOW, handlers.NullMetrics())
     event = make_event(jobs_pb2.JobCancelled(job_id=job), job, "marketplace")
     with sqlite_engine.begin() as conn:
+        # The RPC return lands after the consumer read the job's transactions, before it returns them.
+        txs = SqlAlchemyLedgerQueries(connection=conn).job_transactions(job)
+        assert len(txs) == 2
+        ok(handlers.execute(SqlAlchemyLedgerUnitOfWork(connection=conn), [Envelope(returned, "marketplace")],
+                            NOW)[0])
+        monkeypatch.setattr(SqlAlchemyLedgerQueries, "job_transactions", lambda self, job_id: txs)
         handle(conn, event, None)
-    balance = queries.get_balance(SqlAlchemyLedgerQueries(sqlite_engine), acct, NOW)
-    assert balance.available == 10, "the cancelled job's proposal spend was returned"
+    assert queries.get_balance(SqlAlchemyLedgerQueries(sqlite_engine), acct, NOW).available == 10
+
+
+def v1_token(account_id: str, sequence: object) -> str:
+    return queries.encode_page_token(account_id, sequence)  # type: ignore[arg-type]
+
+
+def test_page_tokens_are_short_opaque_strings_and_any_change_is_invalid_argument():
+    store, acct = FakeLedgerStore(), unique("a")
+    run(store, *(credit(acct, 1) for _ in range(3)))
+    page = queries.list_transactions(store, acct, 1, "")
+    good = page.next_page_token
+    assert good.startswith("v1.") and len(good) <= queries.MAX_PAGE_TOKEN_LEN
+    assert [t.sequence for t in queries.list_transactions(store, acct, 5, good).transactions] == [2, 1]
+    tag = good.split(".")[1]
+    tampered = [good + "x", good + " ", good.upper(), "v2" + good[2:], good.replace(tag, tag[::-1]), f"v1.{tag}.0",
+                f"v1.{tag}.-1", f"v1.{tag}.01", f"v1.{tag}.1_000", f"v1.{tag}.+5", f"v1.{tag}.\u0661",
+                f"v1.{tag}.5.5", f"v1.{tag}", "v1." + "A" * 10_000, "[" * 100_000, v1_token(unique("b"), 2)]
+    for bad in tampered:
+        with pytest.raises(InvalidArgument) as exc:
+            queries.list_transactions(store, acct, 5, bad)
+        assert exc.value.reason == "INVALID_PAGE_TOKEN", bad
+
+
+@pytest.mark.parametrize("sequence", [2**63, 2**63 + 1, 10**19 - 1, 10**30])
+def test_a_v1_page_token_with_a_sequence_past_int64_is_invalid_argument(sqlite_engine, sequence):
+    acct = unique("a")
+    ok(sql_run(sqlite_engine, credit(acct, 5))[0])
+    with pytest.raises(InvalidArgument) as exc:
+        queries.list_transactions(SqlAlchemyLedgerQueries(sqlite_engine), acct, 10, v1_token(acct, sequence))
+    assert exc.value.reason == "INVALID_PAGE_TOKEN"
+    last = queries.list_transactions(SqlAlchemyLedgerQueries(sqlite_engine), acct, 10, v1_token(acct, 2**63 - 1))
+    assert [t.sequence for t in last.transactions] == [1]
+
+
+def test_every_replay_is_authorised_like_the_request_it_repeats():
+    store, acct = FakeLedgerStore(), unique("a")
+    ok(run(store, c.Credit(unique("r"), acct, 20, LotSource.PURCHASE), caller="billing")[0])
+    purchase = c.Credit(unique("r"), acct, 5, LotSource.PURCHASE)
+    ok(run(store, purchase, caller="billing")[0])
+    boost = c.PlaceHold(unique("r"), acct, 4, SpendReason.BOOST, "job:j")
+    hold_id = ok(run(store, boost, caller="ads")[0]).hold_id
+    release = c.ReleaseHold(unique("r"), hold_id)
+    ok(run(store, release, caller="ads")[0])
+    badge = c.Spend(unique("r"), acct, 1, SpendReason.BADGE)
+    spent = ok(run(store, badge, caller="ads")[0]).transaction
+    proposal = c.Spend(unique("r"), acct, 2, SpendReason.PROPOSAL, "job:j")
+    spend = ok(run(store, proposal, caller="marketplace")[0]).transaction
+    ret = c.ReturnConnects(unique("r"), spend.transaction_id, ReturnReason.JOB_REMOVED_TOS)
+    ok(run(store, ret, caller="marketplace")[0])
+    before = store.wallets[acct].sequence
+    for cmd, caller in [(purchase, "marketplace"), (boost, "marketplace"), (release, "marketplace"),
+                        (badge, "billing"), (ret, "ads"), (ret, "billing")]:
+        (out,) = run(store, cmd, caller=caller)
+        assert out.error is not None and out.error.reason == "CALLER_NOT_ALLOWED", (cmd.method, caller)
+    # Callers who could have made the request get the first answer.
+    for cmd, caller in [(purchase, "billing"), (boost, "ads"), (release, "ads"), (badge, "ads"),
+                        (proposal, "ads"), (ret, "operator")]:
+        (out,) = run(store, cmd, caller=caller)
+        assert out.replayed and out.error is None, (cmd.method, caller)
+    assert spent.spend_reason is SpendReason.BADGE and store.wallets[acct].sequence == before
+
+
+def test_a_proposal_capture_replays_to_any_caller():
+    store, acct = FakeLedgerStore(), unique("a")
+    ok(run(store, credit(acct, 10))[0])
+    hold_id = ok(run(store, c.PlaceHold(unique("r"), acct, 4, SpendReason.PROPOSAL), caller="marketplace")[0]).hold_id
+    capture = c.CaptureHold(unique("r"), hold_id, 4)
+    first = ok(run(store, capture, caller="marketplace")[0])
+    (again,) = run(store, capture, caller="ads")
+    assert again.replayed and again.receipt.transaction.transaction_id == first.transaction.transaction_id
+
+
+def test_credit_cannot_make_return_lots():
+    with pytest.raises(InvalidArgument) as exc:
+        c.Credit(unique("r"), "a", 5, LotSource.RETURN)
+    assert (exc.value.reason, exc.value.metadata["field"]) == ("SOURCE_NOT_ALLOWED", "source")
+    assert "ReturnConnects" in exc.value.message
+
+
+@pytest.mark.parametrize(("caller", "allowed"), [("marketplace", True), ("operator", True), ("tests", True),
+                                                 ("connects", True), ("ads", False), ("billing", False)])
+def test_only_the_marketplace_operators_tests_and_the_service_may_return_connects(caller, allowed):
+    store, acct = FakeLedgerStore(), unique("a")
+    ok(run(store, credit(acct, 10))[0])
+    spend = ok(run(store, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, "job:j"))[0]).transaction
+    ret = c.ReturnConnects(unique("r"), spend.transaction_id, ReturnReason.JOB_CANCELLED_BEFORE_CONTRACT)
+    if not allowed:
+        with pytest.raises(PermissionDenied):
+            handlers.precheck(ret, caller)
+    (out,) = run(store, ret, caller=caller)
+    assert (out.error is None) is allowed
+    if not allowed:
+        assert out.error.reason == "CALLER_NOT_ALLOWED" and ret.request_id not in store.requests
+    assert store.wallets[acct].available == (10 if allowed else 6)
+
+
+@pytest.mark.parametrize("caller", ["tests", "ads", "marketplace"])
+def test_only_the_service_runs_the_sweeps(caller):
+    store, acct = FakeLedgerStore(), unique("a")
+    ok(run(store, credit(acct, 10))[0])
+    outs = run(store, c.ExpireLots(acct), c.ExpireHold("h"), caller=caller, now=NOW + 2 * YEAR)
+    assert [o.error.reason for o in outs] == ["CALLER_NOT_ALLOWED"] * 2
+    assert store.wallets[acct].available == 10
+
+
+@pytest.mark.parametrize("first", ["release", "capture"])
+def test_a_hold_past_its_ttl_resolves_as_expired_whichever_call_touches_it_first(first):
+    store, acct = FakeLedgerStore(), unique("a")
+    ok(run(store, credit(acct, 10))[0])
+    ttl = timedelta(hours=1)
+    hold_id = ok(run(store, c.PlaceHold(unique("r"), acct, 4, SpendReason.BOOST, ttl=ttl), caller="ads")[0]).hold_id
+    late = NOW + ttl
+    touch = c.ReleaseHold(unique("r"), hold_id) if first == "release" else c.CaptureHold(unique("r"), hold_id, 4)
+    (out,) = run(store, touch, caller="ads", now=late)
+    assert (out.error.code, out.error.reason) == ("FAILED_PRECONDITION", "HOLD_EXPIRED")
+    assert touch.request_id not in store.requests, "a refusal is not stored: a retry is re-evaluated"
+    w = store.wallets[acct]
+    assert w.holds[hold_id].status is HoldStatus.EXPIRED and (w.available, w.held) == (10, 0)
+    kinds = [t.kind for t in store.transactions_by_id.values() if t.hold_id == hold_id]
+    assert sorted(kinds) == [TransactionKind.HOLD, TransactionKind.RELEASE]
+    assert store.due_holds(late, 10) == []
+    (retry,) = run(store, touch, caller="ads", now=late)
+    assert (retry.error.reason, retry.error.metadata["status"]) == ("HOLD_NOT_OPEN", "EXPIRED")
+    # Just before the ttl a release is an ordinary release.
+    other = ok(run(store, c.PlaceHold(unique("r"), acct, 4, SpendReason.BOOST, ttl=ttl), caller="ads")[0]).hold_id
+    ok(run(store, c.ReleaseHold(unique("r"), other), caller="ads", now=NOW + ttl - timedelta(microseconds=1))[0])
+    assert store.wallets[acct].holds[other].status is HoldStatus.RELEASED
+
+
+def wallet_rows(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(wallets.c.account_id)).scalars())
+
+
+def test_refused_spends_and_holds_on_unknown_accounts_write_nothing(sqlite_engine):
+    ghost, other, fresh = unique("ghost"), unique("other"), unique("fresh")
+    ok(sql_run(sqlite_engine, credit(other, 5))[0])
+    before = wallet_rows(sqlite_engine)
+    outs = sql_run(sqlite_engine, c.Spend(unique("r"), ghost, 1, SpendReason.PROPOSAL),
+                   c.PlaceHold(unique("r"), ghost, 1, SpendReason.PROPOSAL),
+                   c.Spend(unique("r"), other, 2, SpendReason.PROPOSAL),
+                   c.Spend(unique("r"), fresh, 1, SpendReason.PROPOSAL), credit(fresh, 3),
+                   c.Spend(unique("r"), fresh, 1, SpendReason.PROPOSAL))
+    assert [o.error.reason if o.error else "OK" for o in outs] == ["INSUFFICIENT_CONNECTS"] * 2 + ["OK"] + [
+        "INSUFFICIENT_CONNECTS", "OK", "OK"]
+    assert (outs[0].error.metadata["requested"], outs[0].error.metadata["available"]) == ("1", "0")
+    assert wallet_rows(sqlite_engine) - before == {fresh}
+    (alone,) = sql_run(sqlite_engine, c.PlaceHold(unique("r"), ghost, 1, SpendReason.PROPOSAL))
+    assert alone.error.reason == "INSUFFICIENT_CONNECTS" and ghost not in wallet_rows(sqlite_engine)
+    (denied,) = sql_run(sqlite_engine, c.Credit(unique("r"), ghost, 1, LotSource.PURCHASE), caller="marketplace")
+    assert denied.error.reason == "CALLER_NOT_ALLOWED" and ghost not in wallet_rows(sqlite_engine)
 
 
 # ----- risky areas that hold ------------------------------------------------------------------------------------
