@@ -37,6 +37,8 @@ def prepare_kafka(bootstrap: str, topics: Mapping[str, int] | None = None, *, ti
 
 def start_foundation(config: ServiceConfig, migrations: Sequence[Migration]) -> tuple[Database, OutboxRelay]:
     """Open and migrate the database, prepare Kafka, build (not start) the outbox relay."""
+    # Both dependencies answer before anything is changed (migrations), so a bad setting fails in one line.
+    _reachable(config.kafka_bootstrap, timeout=3.0)
     db = open_database(config.database_url, config.service, migrations, pool_size=config.db_pool_size)
     try:
         prepare_kafka(config.kafka_bootstrap,
