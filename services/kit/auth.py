@@ -62,12 +62,29 @@ def mint_token(secret: bytes, caller: str, *, ttl_seconds: int = 3600, now: floa
 class Authenticator:
     """Verifies bearer tokens minted with the same secret."""
 
+    # Verified tokens kept (until they expire) so that a caller's every RPC does not pay for an HMAC.
+    CACHE_SIZE = 1024
+
     def __init__(self, secret: bytes, *, max_ttl_seconds: int = 24 * 3600) -> None:
         self._secret = secret
         self._max_ttl = max_ttl_seconds
+        self._verified: dict[str, tuple[str, int]] = {}
 
     def verify(self, authorization: str | None, *, now: float | None = None) -> str:
         """Return the caller named by a valid ``Bearer`` token or raise Unauthenticated."""
+        cached = self._verified.get(authorization) if authorization else None
+        if cached is not None:
+            caller, expiry = cached
+            now = time.time() if now is None else now
+            if now <= expiry <= now + self._max_ttl:
+                return caller
+        caller, expiry = self._verify(authorization, now)
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()
+        self._verified[authorization] = (caller, expiry)  # type: ignore[index]
+        return caller
+
+    def _verify(self, authorization: str | None, now: float | None) -> tuple[str, int]:
         if not authorization:
             raise Unauthenticated("MISSING_CREDENTIALS", "authorization metadata is required")
         scheme, _, token = authorization.partition(" ")
@@ -85,7 +102,7 @@ class Authenticator:
             raise Unauthenticated("TOKEN_EXPIRED", "token has expired")
         if int(expiry_s) > now + self._max_ttl:
             raise Unauthenticated("BAD_CREDENTIALS", "token lifetime is too long")
-        return caller
+        return caller, int(expiry_s)
 
 
 @dataclass(frozen=True)

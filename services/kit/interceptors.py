@@ -59,26 +59,58 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self.domain = f"{service}.adsmon"
         self.authenticator = authenticator
         self.policies = policies
+        self._metric_children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def _children(self, grpc_service: str, grpc_method: str) -> tuple[Any, ...]:
+        """The method's labelled metric children, looked up once (a labels() call per RPC costs a lock
+        and a dict lookup per series)."""
+        key = (grpc_service, grpc_method)
+        children = self._metric_children.get(key)
+        if children is None:
+            labels = ("unary", grpc_service, grpc_method)
+            by_code: dict[grpc.StatusCode | None, Any] = {}
+
+            def handled(code: grpc.StatusCode | None) -> Any:
+                child = by_code.get(code)
+                if child is None:
+                    child = by_code[code] = metrics.server_handled.labels(*labels, metrics.go_code(code))
+                return child
+
+            children = (metrics.server_started.labels(*labels), metrics.server_msg_received.labels(*labels),
+                        metrics.server_msg_sent.labels(*labels), metrics.server_handling.labels(*labels),
+                        handled)
+            self._metric_children[key] = children
+        return children
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        # The server's handlers never change: wrap each method's once, not on every RPC.
+        cached = self._handlers.get(details.method)
+        if cached is not None:
+            return cached
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is not None:
+            handler = self._handlers[details.method] = self._wrap(handler, details)
+        return handler
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is None:
             return handler
         grpc_service, grpc_method = metrics.split_method(details.method)
         if grpc_service in PUBLIC_SERVICES:
             return handler
         inner = handler.unary_unary
-        labels = ("unary", grpc_service, grpc_method)
         policy = self.policies.get(grpc_service)
+        started_total, received_total, sent_total, handling, handled = self._children(grpc_service, grpc_method)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            metrics.server_started.labels(*labels).inc()
-            metrics.server_msg_received.labels(*labels).inc()
+            started_total.inc()
+            received_total.inc()
             md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
             rid = md.get("x-request-id") or getattr(request, "request_id", "") or uuid.uuid4().hex
             tokens = [request_id_var.set(rid[:MAX_REQUEST_ID_LEN]), rpc_method_var.set(grpc_method)]
@@ -96,7 +128,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise DomainError("NO_POLICY", f"no authorisation policy for {grpc_service}")
                 policy.check(grpc_method, caller)
                 response = await inner(request, context)
-                metrics.server_msg_sent.labels(*labels).inc()
+                sent_total.inc()
                 return response
             except DomainError as exc:
                 code = getattr(grpc.StatusCode, exc.code)
@@ -119,8 +151,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
                 elapsed = time.perf_counter() - started
-                metrics.server_handled.labels(*labels, metrics.go_code(code)).inc()
-                metrics.server_handling.labels(*labels).observe(elapsed)
+                handled(code).inc()
+                handling.observe(elapsed)
                 if caller_token is not None:
                     reset_current_caller(caller_token)
                 for var, token in zip((request_id_var, rpc_method_var, deadline_var), tokens, strict=True):
