@@ -44,6 +44,21 @@ def _deliver(fut: asyncio.Future[Outcome], outcome: Outcome | None, exc: BaseExc
         fut.set_result(outcome)  # type: ignore[arg-type]
 
 
+def _deliver_all(results: list[tuple[asyncio.Future[Outcome], Outcome]]) -> None:
+    for fut, outcome in results:
+        if not fut.done():
+            fut.set_result(outcome)
+
+
+def _deliver_batch(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    """Hand a committed batch its outcomes: one wake-up per event loop, not one per command."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome]]] = {}
+    for p, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(p.loop, []).append((p.future, outcome))
+    for loop, results in by_loop.items():
+        loop.call_soon_threadsafe(_deliver_all, results)
+
+
 class Batcher:
     """Thread-backed group-commit queue in front of `handlers.execute`."""
 
@@ -142,8 +157,7 @@ class Batcher:
                 log.warning("batch of %d failed (%s); retrying one by one", len(batch), type(exc).__name__)
                 break
             self._committed()
-            for p, outcome in zip(batch, outcomes, strict=True):
-                p.loop.call_soon_threadsafe(_deliver, p.future, outcome, None)
+            _deliver_batch(batch, outcomes)
             return
         for p in batch:
             self._process_single(p)
