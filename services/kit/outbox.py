@@ -33,6 +33,7 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
+from services.kit import bulk
 from services.kit.db import Migration, is_postgres
 from services.kit.kafka import MAX_ID_LENGTH, encode_event, make_producer
 
@@ -108,7 +109,11 @@ def add_many(conn: Connection, items: Iterable[tuple[str, Event]]) -> None:
             raise ValueError("event_id and aggregate_id are required (build events with make_event)")
         rows.append({"event_id": event.event_id, "topic": topic, "key": event.aggregate_id,
                      "payload": encode_event(event), "created_at": now})
-    if rows:
+    if not rows:
+        return
+    if is_postgres(conn):
+        bulk.pg_insert_rows(conn, OUTBOX, rows)  # one statement for the lot (executemany: one per row)
+    else:
         conn.execute(OUTBOX.insert(), rows)
 
 

@@ -36,44 +36,23 @@ from services.connects.service_layer.unit_of_work import (
     RequestIdConflict,
     StoredRequest,
 )
-from services.kit import outbox
+from services.kit import bulk, outbox
 from services.kit.db import is_postgres
-from services.kit.kafka import encode_event
-
-
-def _pg_type(column: sa.Column) -> str:  # type: ignore[type-arg]
-    for kind, name in ((sa.Integer, "bigint"), (sa.String, "text"), (sa.DateTime, "timestamptz"),
-                       (sa.LargeBinary, "bytea")):
-        if isinstance(column.type, kind):
-            return name
-    raise TypeError(f"no array type for {column}")
 
 
 def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, object]], *,
                    conflict_key: str | None = None) -> list[object]:
-    """INSERT all `rows` in one statement (unnest of one array per column) on PostgreSQL.
+    """INSERT all `rows` in one statement on PostgreSQL (services.kit.bulk: one JSON parameter).
 
     With `conflict_key`, rows whose key exists are skipped and the inserted keys returned.
     psycopg's executemany sends one statement per row; this sends one per batch.
     """
-    cols = list(rows[0])
-    arrays = ", ".join(f"%({c})s::{_pg_type(table.c[c])}[]" for c in cols)
-    names = ", ".join(f'"{c}"' for c in cols)
-    sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"
-    if conflict_key:
-        sql += f" ON CONFLICT DO NOTHING RETURNING {conflict_key}"
-    result = conn.exec_driver_sql(sql, {c: [r[c] for r in rows] for c in cols})
-    return list(result.scalars()) if conflict_key else []
+    return bulk.pg_insert_rows(conn, table, rows, returning=conflict_key, on_conflict_do_nothing=bool(conflict_key))
 
 
 def pg_update_rows(conn: Connection, table: sa.Table, key: str, rows: list[dict[str, object]]) -> None:
     """UPDATE one row per entry of `rows` (each has "k" = the key value) in one statement."""
-    cols = [c for c in rows[0] if c != "k"]
-    arrays = ", ".join([f"%(k)s::{_pg_type(table.c[key])}[]", *(f"%({c})s::{_pg_type(table.c[c])}[]" for c in cols)])
-    sets = ", ".join(f"{c} = v.{c}" for c in cols)
-    sql = (f"UPDATE {table.name} AS t SET {sets} FROM unnest({arrays}) AS v(k, {', '.join(cols)}) "
-           f"WHERE t.{key} = v.k")
-    conn.exec_driver_sql(sql, {c: [r[c] for r in rows] for c in ["k", *cols]})
+    bulk.pg_update_rows(conn, table, key, [{key: r["k"], **{c: v for c, v in r.items() if c != "k"}} for r in rows])
 
 
 def _utc(value: datetime) -> datetime:
@@ -264,12 +243,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
                     wallet_updates)
         if ledger_events:
-            if self._pg:
-                pg_insert_rows(conn, outbox.OUTBOX, [
-                    {"event_id": e.event_id, "topic": events.LEDGER_TOPIC, "key": e.aggregate_id,
-                     "payload": encode_event(e), "created_at": now} for e in ledger_events])
-            else:
-                outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
+            outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]
