@@ -18,6 +18,7 @@ class ConnectsConfig:
     expiry_interval_seconds: float
     consume_jobs: bool
     relay_in_process: bool
+    processes: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConnectsConfig:
@@ -30,4 +31,6 @@ class ConnectsConfig:
             consume_jobs=env.bool("CONSUME_JOBS", True),
             # false: run `python -m services.connects relay` beside the servers (its own GIL and CPU).
             relay_in_process=env.bool("RELAY_IN_PROCESS", True),
+            # >1: that many serving processes share the gRPC port (services.kit.server.run_processes).
+            processes=env.int("PROCESSES", 1, lo=1, hi=64),
         )

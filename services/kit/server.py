@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,7 +30,7 @@ from prometheus_client import start_http_server
 
 from services.kit import logging as kit_logging
 from services.kit.auth import Authenticator, Policy
-from services.kit.config import ServiceConfig
+from services.kit.config import Env, ServiceConfig
 from services.kit.interceptors import ServerInterceptor
 from services.kit.startup import StartupError
 
@@ -80,13 +83,22 @@ async def _call(fn: Callable[[], Any]) -> None:
         await _maybe_await(await asyncio.to_thread(fn))
 
 
-def _check_bindable(host: str, port: int, what: str) -> None:
+def reuse_port_enabled(service: str) -> bool:
+    """ADSMON_<SERVICE>_GRPC_REUSE_PORT / ADSMON_GRPC_REUSE_PORT: let several processes share the gRPC port
+    (SO_REUSEPORT; the kernel spreads connections over them). Off by default: a second server on a
+    taken port is then an error, not a silent neighbour."""
+    return Env(service).bool("GRPC_REUSE_PORT", False)
+
+
+def _check_bindable(host: str, port: int, what: str, *, reuse_port: bool = False) -> None:
     """Bind once ourselves so a busy port is one clear error (gRPC core would log its own lines)."""
     if port == 0:
         return
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind((host, port))
     except OSError as exc:
         raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
@@ -107,10 +119,11 @@ class Server:
         cfg = self.app.config
         policies = {s.name: s.policy for s in self.app.services}
         interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies)
+        reuse_port = reuse_port_enabled(cfg.service)
         server = grpc.aio.server(
             interceptors=[interceptor],
             options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.so_reuseport", int(reuse_port))],
         )
         for svc in self.app.services:
             svc.add_to_server(svc.servicer, server)
@@ -120,7 +133,7 @@ class Server:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], server)
         address = f"{cfg.grpc_host}:{cfg.grpc_port}"
-        _check_bindable(cfg.grpc_host, cfg.grpc_port, "gRPC")
+        _check_bindable(cfg.grpc_host, cfg.grpc_port, "gRPC", reuse_port=reuse_port)
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
@@ -205,7 +218,7 @@ def run_main(service: str, build_app: Callable[..., Coroutine[Any, Any, App]],
             config = load_config()
             base = getattr(config, "base", config)
             # Ports first: a busy port should not cost a migration run to find out.
-            _check_bindable(base.grpc_host, base.grpc_port, "gRPC")
+            _check_bindable(base.grpc_host, base.grpc_port, "gRPC", reuse_port=reuse_port_enabled(service))
             _check_bindable(base.metrics_host, base.metrics_port, "metrics")
             kit_logging.configure(service, base.log_level, base.log_json)
             app = await build_app(config)
@@ -219,3 +232,62 @@ def run_main(service: str, build_app: Callable[..., Coroutine[Any, Any, App]],
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def run_processes(service: str, module: str, processes: int, base: ServiceConfig) -> int:
+    """Serve with `processes` copies of `python -m <module>` on one gRPC port (SO_REUSEPORT).
+
+    Python runs one thread at a time per process; several processes use several cores. Each copy
+    is a complete server (its own batcher, pools, relay): correctness across them rests on the
+    database (row locks, unique keys), as with several replicas. Copy i serves metrics on
+    metrics_port + i. The first copy starts alone (it runs the migrations), the rest once it
+    listens. SIGTERM/SIGINT is passed on to every copy; if one copy exits, the others are stopped
+    and its exit code returned, so the process manager restarts the whole group.
+    """
+    if base.grpc_port == 0:
+        print(f"{service}: cannot start: several processes need a fixed gRPC port", file=sys.stderr)
+        return 2
+    prefix = f"ADSMON_{service.upper()}_"
+    stopping = False
+    children: list[subprocess.Popen[bytes]] = []
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, f"{prefix}PROCESSES": "1", f"{prefix}GRPC_REUSE_PORT": "true",
+               f"{prefix}PROCESS_INDEX": str(i),
+               f"{prefix}METRICS_PORT": str(base.metrics_port + i if base.metrics_port else 0)}
+        return subprocess.Popen([sys.executable, "-m", module], env=env)
+
+    def listening() -> bool:
+        host = "127.0.0.1" if base.grpc_host in ("0.0.0.0", "") else base.grpc_host  # noqa: S104
+        try:
+            socket.create_connection((host, base.grpc_port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    children.append(spawn(0))
+    while not stopping and children[0].poll() is None and not listening():
+        time.sleep(0.1)
+    while not stopping and len(children) < processes and children[0].poll() is None:
+        children.append(spawn(len(children)))
+    code = 0
+    while True:
+        exited = [c for c in children if c.poll() is not None]
+        if exited and not stopping:
+            code = exited[0].returncode
+            log.warning("%s process %d exited with %s; stopping the others", service, children.index(exited[0]),
+                        code)
+            on_signal()
+        if len(exited) == len(children):
+            return code
+        time.sleep(0.1)
