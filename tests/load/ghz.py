@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +73,10 @@ HEADER = "| benchmark | requests | throughput (req/s) | p50 (ms) | p99 (ms) | er
 def run_ghz(name: str, target: str, call: str, *, data: str | dict = "{}", concurrency: int = 32,
             total: int | None = None, duration: str | None = None, rps: int | None = None,
             metadata: dict[str, str] | None = None, extra: list[str] | None = None,
-            protoset_file: str | None = None) -> LoadResult:
+            protoset_file: str | None = None, connections: int = 4) -> LoadResult:
     """Run one ghz load; `data` may use ghz templates like {{.RequestNumber}}."""
     args = [ghz_path(), "--insecure", "--call", call, "-c", str(concurrency), "-O", "json",
-            "-d", data if isinstance(data, str) else json.dumps(data), "--connections", "4"]
+            "-d", data if isinstance(data, str) else json.dumps(data), "--connections", str(connections)]
     if protoset_file:
         args += ["--protoset", protoset_file]
     if total:
@@ -96,3 +97,9 @@ def run_ghz(name: str, target: str, call: str, *, data: str | dict = "{}", concu
     return LoadResult(name=name, requests=report["count"], rps=report["rps"], p50_ms=lat.get(50, 0.0),
                       p99_ms=lat.get(99, 0.0), errors=sum(v for k, v in status.items() if k != "OK"),
                       status=status)
+
+
+def median_result(results: list[LoadResult], key: Callable[[LoadResult], float] = lambda r: r.rps) -> LoadResult:
+    """The run with the median `key` (throughput by default); its other figures go with it, runs are not mixed."""
+    ordered = sorted(results, key=key)
+    return ordered[(len(ordered) - 1) // 2]
