@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.kit import metrics
 from services.kit.auth import PUBLIC_SERVICES, Authenticator, Policy, reset_current_caller, set_current_caller
-from services.kit.errors import DomainError
+from services.kit.errors import DomainError, InvalidArgument
 from services.kit.logging import request_id_var, rpc_method_var
 
 log = logging.getLogger("adsmon.rpc")
@@ -50,6 +50,30 @@ def _infrastructure_status(exc: BaseException, domain: str) -> grpc.Status | Non
         return error_status(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
                             "the database is unavailable; retry with the same request_id", domain)
     return None
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so the interceptor can answer INVALID_ARGUMENT."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """gRPC answers INTERNAL when deserialisation fails (e.g. invalid UTF-8 in a string field);
+    it is the caller's mistake, so hand the failure to the interceptor instead."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(type(exc).__name__)
+
+    return parse
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -127,6 +151,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 if policy is None:
                     raise DomainError("NO_POLICY", f"no authorisation policy for {grpc_service}")
                 policy.check(grpc_method, caller)
+                if isinstance(request, _Malformed):
+                    raise InvalidArgument("MALFORMED_REQUEST",
+                                          f"the request is not a valid {grpc_method} request message "
+                                          f"({request.error}), e.g. a string field that is not UTF-8")
                 response = await inner(request, context)
                 sent_total.inc()
                 return response
@@ -160,7 +188,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

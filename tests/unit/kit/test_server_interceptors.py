@@ -32,6 +32,9 @@ class EchoServicer:
     async def Crash(self, request: bytes, context) -> bytes:
         raise RuntimeError("password=hunter2 leaked in an exception")
 
+    async def Typed(self, request: health_pb2.HealthCheckRequest, context) -> bytes:
+        return request.service.encode()
+
     async def Remaining(self, request: bytes, context) -> bytes:
         deadline = deadline_var.get()
         return b"none" if deadline is None else b"set"
@@ -42,6 +45,8 @@ def add_echo(servicer: EchoServicer, server: grpc.aio.Server) -> None:
         name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
         for name in ("Echo", "Refuse", "Crash", "Remaining")
     }
+    handlers["Typed"] = grpc.unary_unary_rpc_method_handler(
+        servicer.Typed, request_deserializer=health_pb2.HealthCheckRequest.FromString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
@@ -161,3 +166,19 @@ async def test_health_serves_then_goes_not_serving_on_shutdown():
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         await stopping
+
+
+async def test_a_request_that_does_not_parse_is_invalid_argument_not_internal(server):
+    token = mint_token(SECRET, "tests")
+    assert await call(server.app.grpc_port, "Typed", b"\x0a\x02ok", token=token) == b"ok"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        # Field 1 (a string) holding bytes that are not UTF-8.
+        await call(server.app.grpc_port, "Typed", b"\x0a\x02\xff\xfe", token=token)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(err.value).reason == "MALFORMED_REQUEST"
+
+
+async def test_a_malformed_request_from_an_unknown_caller_is_still_unauthenticated(server):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(server.app.grpc_port, "Typed", b"\x0a\x02\xff\xfe")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
