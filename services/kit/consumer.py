@@ -44,6 +44,7 @@ from services.kit.db import Migration, is_postgres
 from services.kit.kafka import (
     MAX_ID_LENGTH,
     UndecodableEvent,
+    close_quietly,
     decode_event,
     dlq_topic,
     make_consumer,
@@ -400,8 +401,4 @@ class IdempotentConsumer:
 
     def _close_dlq_producer(self) -> None:
         producer, self._dlq_producer = self._dlq_producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=1)
-            except Exception:
-                log.debug("closing the DLQ producer failed", exc_info=True)
+        close_quietly(producer, "DLQ")

@@ -8,6 +8,7 @@ database effect, see `services.kit.consumer`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -192,3 +193,13 @@ __all__ = [
     "encode_event", "ensure_topics", "make_admin", "make_consumer", "make_event", "make_producer",
     "payload_registry",
 ]
+
+
+def close_quietly(producer: KafkaProducer | None, what: str) -> None:
+    """Close a producer on shutdown or after a failure; a failure to close is only worth a debug line."""
+    if producer is None:
+        return
+    try:
+        producer.close(timeout=1)
+    except Exception:
+        logging.getLogger(__name__).debug("closing the %s producer failed", what, exc_info=True)

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from services.kit import bulk
 from services.kit.db import Migration, is_postgres
-from services.kit.kafka import MAX_ID_LENGTH, encode_event, make_producer
+from services.kit.kafka import MAX_ID_LENGTH, close_quietly, encode_event, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -359,8 +359,4 @@ class OutboxRelay:
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=1)
-            except Exception:
-                log.debug("closing the outbox producer failed", exc_info=True)
+        close_quietly(producer, "outbox")
