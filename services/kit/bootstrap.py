@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from kafka.errors import KafkaError
 
@@ -26,25 +26,17 @@ def _reachable(bootstrap: str, timeout: float) -> None:
     raise StartupError(f"kafka unreachable at {'; '.join(errors)}")
 
 
-def prepare_kafka(bootstrap: str, topics: Mapping[str, int] | None = None, *, timeout_ms: int = 15_000) -> None:
-    """Make sure the broker answers and the suite's topics (and DLQs) exist; fail fast if not."""
-    _reachable(bootstrap, timeout=3.0)
-    try:
-        ensure_topics(bootstrap, topics or default_topics(), timeout_ms=timeout_ms)
-    except KafkaError as exc:
-        raise StartupError(f"kafka unreachable at {bootstrap}: {type(exc).__name__}") from None
-
-
 def start_foundation(config: ServiceConfig, migrations: Sequence[Migration]) -> tuple[Database, OutboxRelay]:
-    """Open and migrate the database, prepare Kafka, build (not start) the outbox relay."""
+    """Open and migrate the database, create the suite's topics (and DLQs), build (not start) the outbox relay."""
     # Both dependencies answer before anything is changed (migrations), so a bad setting fails in one line.
     _reachable(config.kafka_bootstrap, timeout=3.0)
     db = open_database(config.database_url, config.service, migrations, pool_size=config.db_pool_size)
     try:
-        prepare_kafka(config.kafka_bootstrap,
-                      {config.kafka_topic_prefix + name: n for name, n in default_topics().items()})
-    except StartupError:
+        ensure_topics(config.kafka_bootstrap,
+                      {config.kafka_topic_prefix + name: n for name, n in default_topics().items()},
+                      timeout_ms=15_000)
+    except KafkaError as exc:
         db.close()
-        raise
+        raise StartupError(f"kafka unreachable at {config.kafka_bootstrap}: {type(exc).__name__}") from None
     return db, OutboxRelay(db.engine, config.kafka_bootstrap, service=config.service,
                            topic_prefix=config.kafka_topic_prefix)
