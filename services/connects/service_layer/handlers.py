@@ -120,8 +120,7 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
     for i, env in enumerate(batch):
         # Refused before anything is read, replayed or locked (also when `precheck` was not called).
         try:
-            if not _needs_hold(env.command):
-                authorize(env.command, env.caller)
+            precheck(env.command, env.caller)
         except DomainError as exc:
             metrics.refused(env.command.method, exc)
             outcomes[i] = Outcome(error=exc)
