@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import ClassVar
 
@@ -196,10 +196,6 @@ class ExpireHold:
 
     method: ClassVar[str] = "ExpireHold"
     hold_id: str
-
-
-def as_dict(command: object) -> dict[str, object]:
-    return asdict(command)  # type: ignore[call-overload]
 
 
 def check_page_size(page_size: int) -> int:
