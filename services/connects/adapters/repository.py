@@ -40,21 +40,6 @@ from services.kit import bulk, outbox
 from services.kit.db import is_postgres
 
 
-def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, object]], *,
-                   conflict_key: str | None = None) -> list[object]:
-    """INSERT all `rows` in one statement on PostgreSQL (services.kit.bulk: one JSON parameter).
-
-    With `conflict_key`, rows whose key exists are skipped and the inserted keys returned.
-    psycopg's executemany sends one statement per row; this sends one per batch.
-    """
-    return bulk.pg_insert_rows(conn, table, rows, returning=conflict_key, on_conflict_do_nothing=bool(conflict_key))
-
-
-def pg_update_rows(conn: Connection, table: sa.Table, key: str, rows: list[dict[str, object]]) -> None:
-    """UPDATE one row per entry of `rows` (each has "k" = the key value) in one statement."""
-    bulk.pg_update_rows(conn, table, key, [{key: r["k"], **{c: v for c, v in r.items() if c != "k"}} for r in rows])
-
-
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -198,7 +183,8 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
                      "response": s.response, "created_at": now} for s in stored]
             if self._pg:
-                inserted = pg_insert_rows(conn, requests, rows, conflict_key="request_id")
+                inserted = bulk.pg_insert_rows(conn, requests, rows, returning="request_id",
+                                               on_conflict_do_nothing=True)
             else:
                 inserted = conn.execute(self._insert(requests).on_conflict_do_nothing()
                                         .returning(requests.c.request_id), rows).scalars().all()
@@ -224,7 +210,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                  "issued_at": lot.issued_at, "expires_at": lot.expires_at})
             for lot_id in w.changed_lots - w.new_lots:
                 lot = w.lots[lot_id]
-                lot_updates.append({"k": lot_id, "remaining": lot.remaining, "held": lot.held,
+                lot_updates.append({"lot_id": lot_id, "remaining": lot.remaining, "held": lot.held,
                                     "expired": lot.expired})
             for hold_id in w.new_holds:
                 h = w.holds[hold_id]
@@ -235,9 +221,9 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                   "allocations": _allocations_json(h.allocations)})
             for hold_id in w.changed_holds - w.new_holds:
                 h = w.holds[hold_id]
-                hold_updates.append({"k": hold_id, "status": h.status.value, "captured": h.captured,
+                hold_updates.append({"hold_id": hold_id, "status": h.status.value, "captured": h.captured,
                                      "resolved_at": h.resolved_at})
-            wallet_updates.append({"k": w.account_id, "available": w.available, "held": w.held,
+            wallet_updates.append({"account_id": w.account_id, "available": w.available, "held": w.held,
                                    "sequence": w.sequence, "updated_at": now})
             w.clear_changes()
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
@@ -247,7 +233,9 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]
-        """One statement per table on PostgreSQL; executemany elsewhere (SQLite: the embedded default)."""
+        """One statement per table on PostgreSQL; executemany elsewhere (SQLite: the embedded default).
+
+        Update rows are keyed by column name, each with its key column (`bulk.pg_update_rows`' form)."""
         inserts = [(lots, new_lots), (holds, new_holds), (transactions, tx_rows), (postings, posting_rows),
                    (lot_movements, move_rows)]
         updates = [(lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates),
@@ -255,18 +243,20 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         for table, rows in inserts:
             if rows:
                 if self._pg:
-                    pg_insert_rows(self.conn, table, rows)
+                    bulk.pg_insert_rows(self.conn, table, rows)
                 else:
                     self.conn.execute(table.insert(), rows)
         for table, key, rows in updates:
             if not rows:
                 continue
             if self._pg:
-                pg_update_rows(self.conn, table, key, rows)
+                bulk.pg_update_rows(self.conn, table, key, rows)
             else:
-                cols = [c for c in rows[0] if c != "k"]
+                # SQLAlchemy reserves a column's own name for the SET clause: the key travels as "k".
+                cols = [c for c in rows[0] if c != key]
                 self.conn.execute(table.update().where(table.c[key] == sa.bindparam("k"))
-                                  .values({c: sa.bindparam(c) for c in cols}), rows)
+                                  .values({c: sa.bindparam(c) for c in cols}),
+                                  [{"k": r[key], **{c: r[c] for c in cols}} for r in rows])
 
     def commit(self) -> None:
         if self._owns and not self._closed:
