@@ -39,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from services.kit import errors
+from services.kit import backoff, errors
 from services.kit.db import Migration, is_postgres
 from services.kit.kafka import (
     MAX_ID_LENGTH,
@@ -210,7 +210,7 @@ class IdempotentConsumer:
                 failures += 1
                 if failures == 1:
                     log.warning("consumer %s: Kafka failure, retrying: %s", self.group_id, describe_error(exc))
-                self._stopping.wait(min(self.outage_backoff_max, self.retry_initial * 2 ** min(failures, 16)))
+                self._stopping.wait(backoff.exponential(self.retry_initial, self.outage_backoff_max, failures))
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -328,14 +328,14 @@ class IdempotentConsumer:
                     if outages == 1:
                         log.warning("consumer %s: infrastructure failure on %s, retrying until it "
                                     "recovers: %s", self.group_id, event.event_id, describe_error(exc))
-                    delay = min(self.outage_backoff_max, self.retry_initial * 2 ** min(outages, 16))
+                    delay = backoff.exponential(self.retry_initial, self.outage_backoff_max, outages)
                 else:
                     attempts += 1
                     if attempts >= self.max_attempts:
                         return self._dead_letter(record, exc, attempts=attempts)
                     log.info("consumer %s: handler failed for %s (attempt %d/%d): %s", self.group_id,
                              event.event_id, attempts, self.max_attempts, describe_error(exc))
-                    delay = min(self.retry_max, self.retry_initial * 2 ** (attempts - 1))
+                    delay = backoff.exponential(self.retry_initial, self.retry_max, attempts - 1)
                 processed_total.labels(self.service, topic, RETRIED).inc()
                 self._stopping.wait(delay)
                 continue
@@ -386,7 +386,7 @@ class IdempotentConsumer:
                                 describe_error(send_exc))
                 if self._owns_dlq_producer:
                     self._close_dlq_producer()
-                if self._stopping.wait(min(self.outage_backoff_max, self.retry_initial * 2 ** failures)):
+                if self._stopping.wait(backoff.exponential(self.retry_initial, self.outage_backoff_max, failures)):
                     raise _Stopping from None
         log.warning("consumer %s: dead-lettered %s[%d]@%d after %d attempts: %s", self.group_id,
                     r.topic, r.partition, r.offset, attempts, letter.error)

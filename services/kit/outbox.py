@@ -33,7 +33,7 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
-from services.kit import bulk
+from services.kit import backoff, bulk
 from services.kit.db import Migration, is_postgres
 from services.kit.kafka import MAX_ID_LENGTH, close_quietly, encode_event, make_producer
 
@@ -232,7 +232,7 @@ class OutboxRelay:
                 self._maintenance()
             except Exception as exc:
                 self._on_error(exc)
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self.consecutive_errors - 1, 16))
+                delay = backoff.exponential(self.backoff_initial, self.backoff_max, self.consecutive_errors - 1)
                 self._stopping.wait(delay)
                 continue
             if sent < self.batch_size:  # a full batch means more is waiting: go again at once
