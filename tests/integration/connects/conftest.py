@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -10,9 +11,27 @@ from sqlalchemy.engine import Engine
 
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
 from services.connects.adapters.tables import MIGRATIONS
+from services.connects.service_layer import handlers
+from services.connects.service_layer.handlers import Envelope
+from services.connects.service_layer.unit_of_work import RequestIdConflict
 from services.kit.db import make_engine, migrate
 
 pytestmark = pytest.mark.integration
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def execute_one(uow_factory, cmd, caller="tests", at=None):
+    """One command in its own transaction, retried on a concurrent duplicate like the batcher does."""
+    for _ in range(5):
+        try:
+            (outcome,) = handlers.execute(uow_factory(), [Envelope(cmd, caller)], at or now())
+            return outcome
+        except RequestIdConflict:
+            continue
+    raise AssertionError("request id conflict did not resolve")
 
 
 @pytest.fixture(scope="session")

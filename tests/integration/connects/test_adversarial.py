@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -32,28 +32,13 @@ from services.connects.domain.model import MAX_CONNECTS, HoldStatus, LotSource, 
 from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
 from services.connects.service_layer.handlers import Envelope
-from services.connects.service_layer.unit_of_work import RequestIdConflict
 from services.kit.clients import channel
 from services.kit.errors import InvalidArgument
 from services.kit.server import Server
 from tests.conftest import unique
-from tests.integration.connects.conftest import assert_books_balance
+from tests.integration.connects.conftest import assert_books_balance, execute_one, now
 
 pytestmark = pytest.mark.integration
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def execute_one(uow_factory, cmd, caller="tests", at=None):
-    for _ in range(5):
-        try:
-            (outcome,) = handlers.execute(uow_factory(), [Envelope(cmd, caller)], at or now())
-            return outcome
-        except RequestIdConflict:
-            continue
-    raise AssertionError("request id conflict did not resolve")
 
 
 def ok(outcome):

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -18,26 +18,10 @@ from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
 from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.handlers import Envelope
-from services.connects.service_layer.unit_of_work import RequestIdConflict
 from tests.conftest import unique
-from tests.integration.connects.conftest import assert_books_balance
+from tests.integration.connects.conftest import assert_books_balance, execute_one, now
 
 pytestmark = pytest.mark.integration
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def execute_one(uow_factory, cmd, caller="tests", at=None):
-    """One command in its own transaction, retried on a concurrent duplicate like the batcher does."""
-    for _ in range(5):
-        try:
-            (outcome,) = handlers.execute(uow_factory(), [Envelope(cmd, caller)], at or now())
-            return outcome
-        except RequestIdConflict:
-            continue
-    raise AssertionError("request id conflict did not resolve")
 
 
 def fund(uow_factory, account, amount, at=None):
