@@ -9,8 +9,7 @@ from services.billing.config import BillingConfig
 from services.billing.entrypoints.grpc_servicer import BillingServicer
 from services.billing.entrypoints.ledger_consumer import handle_ledger_event
 from services.kit.auth import Policy
-from services.kit.bootstrap import start_foundation
-from services.kit.consumer import IdempotentConsumer
+from services.kit.bootstrap import consumer, start_foundation
 from services.kit.kafka import LEDGER_TOPIC
 from services.kit.server import App, ServiceRegistration
 
@@ -21,9 +20,7 @@ POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator", "tests"}
 async def build_app(config: BillingConfig) -> App:
     base = config.base
     db, relay = start_foundation(base, MIGRATIONS)
-    ledger_consumer = IdempotentConsumer(db.engine, base.kafka_bootstrap, base.consumer_group("billing-ledger"),
-                                         [LEDGER_TOPIC], handle_ledger_event, service=base.service,
-                                         topic_prefix=base.kafka_topic_prefix)
+    ledger_consumer = consumer(base, db.engine, "billing-ledger", [LEDGER_TOPIC], handle_ledger_event)
     return App(
         config=base,
         services=[ServiceRegistration(SERVICE_NAME, billing_pb2_grpc.add_BillingServiceServicer_to_server,

@@ -10,14 +10,13 @@ from adsmon.connects.v1 import connects_pb2_grpc
 from services.connects.adapters.metrics import PrometheusMetrics
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
 from services.connects.adapters.tables import MIGRATIONS
-from services.connects.config import SERVICE, ConnectsConfig
+from services.connects.config import ConnectsConfig
 from services.connects.entrypoints import jobs_consumer
 from services.connects.entrypoints.grpc_servicer import POLICY, SERVICE_NAME, ConnectsServicer
 from services.connects.entrypoints.scheduler import ExpirySweeper
 from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.ledger import Ledger
-from services.kit.bootstrap import start_foundation
-from services.kit.consumer import IdempotentConsumer
+from services.kit.bootstrap import consumer, outbox_relay, start_foundation
 from services.kit.kafka import MARKETPLACE_JOBS_TOPIC
 from services.kit.server import App, ServiceRegistration
 
@@ -40,10 +39,8 @@ async def bootstrap(config: ConnectsConfig | None = None, *, clock: Callable[[],
     components: list = [relay] if config.relay_in_process else []  # type: ignore[type-arg]
     components += [batcher, sweeper]
     if config.consume_jobs:
-        components.append(IdempotentConsumer(
-            engine, config.base.kafka_bootstrap, config.base.consumer_group(jobs_consumer.GROUP_ID),
-            [MARKETPLACE_JOBS_TOPIC], jobs_consumer.make_handler(clock, metrics, notify), service=SERVICE,
-            topic_prefix=config.base.kafka_topic_prefix))
+        components.append(consumer(config.base, engine, jobs_consumer.GROUP_ID, [MARKETPLACE_JOBS_TOPIC],
+                                   jobs_consumer.make_handler(clock, metrics, notify)))
     servicer = ConnectsServicer(ledger)
     return App(
         config=config.base,
@@ -62,11 +59,10 @@ def run_relay(config: ConnectsConfig | None = None) -> int:
     from prometheus_client import start_http_server
 
     from services.kit.db import make_engine
-    from services.kit.outbox import OutboxRelay
 
     config = config or ConnectsConfig.from_env()
     engine = make_engine(config.base.database_url, pool_size=2)
-    relay = OutboxRelay(engine, config.base.kafka_bootstrap, service=SERVICE)
+    relay = outbox_relay(config.base, engine)
     start_http_server(config.base.metrics_port, addr=config.base.metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

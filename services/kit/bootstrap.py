@@ -1,13 +1,20 @@
-"""Start-up steps every service shares: database, Kafka topics, the outbox relay."""
+"""Start-up steps every service shares: database, Kafka topics, the outbox relay, consumers.
+
+Relays and consumers are built here from the ServiceConfig, so every one of them
+lands in the configured topic and group namespaces.
+"""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from kafka.errors import KafkaError
+from sqlalchemy.engine import Engine
 
 from services.kit.config import ServiceConfig
+from services.kit.consumer import Handler, IdempotentConsumer
 from services.kit.db import Database, Migration, open_database
 from services.kit.kafka import default_topics, ensure_topics
 from services.kit.outbox import OutboxRelay
@@ -38,5 +45,17 @@ def start_foundation(config: ServiceConfig, migrations: Sequence[Migration]) -> 
     except KafkaError as exc:
         db.close()
         raise StartupError(f"kafka unreachable at {config.kafka_bootstrap}: {type(exc).__name__}") from None
-    return db, OutboxRelay(db.engine, config.kafka_bootstrap, service=config.service,
-                           topic_prefix=config.kafka_topic_prefix)
+    return db, outbox_relay(config, db.engine)
+
+
+def outbox_relay(config: ServiceConfig, engine: Engine) -> OutboxRelay:
+    """The service's relay, publishing into the configured topic namespace."""
+    return OutboxRelay(engine, config.kafka_bootstrap, service=config.service,
+                       topic_prefix=config.kafka_topic_prefix)
+
+
+def consumer(config: ServiceConfig, engine: Engine, group: str, topics: Sequence[str], handler: Handler,
+             **options: Any) -> IdempotentConsumer:
+    """An idempotent consumer in the configured group and topic namespaces."""
+    return IdempotentConsumer(engine, config.kafka_bootstrap, config.consumer_group(group), topics, handler,
+                              service=config.service, topic_prefix=config.kafka_topic_prefix, **options)

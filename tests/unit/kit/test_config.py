@@ -56,3 +56,21 @@ def test_unreadable_secret_file_names_the_setting_not_the_secret(tmp_path):
     with pytest.raises(ConfigError, match="ADSMON_CONNECTS_AUTH_SECRET_FILE: cannot read secret file"):
         ServiceConfig.from_env("connects", grpc_port=1, metrics_port=2,
                                environ={"ADSMON_CONNECTS_AUTH_SECRET_FILE": str(tmp_path / "none")})
+
+
+def test_relays_and_consumers_built_from_config_use_its_namespaces():
+    import sqlalchemy as sa
+
+    from services.kit.bootstrap import consumer, outbox_relay
+
+    cfg = load(ADSMON_KAFKA_TOPIC_PREFIX="staging.", ADSMON_KAFKA_GROUP_PREFIX="blue-")
+    engine = sa.create_engine("sqlite://")
+    relay = outbox_relay(cfg, engine)
+    assert relay.topic_prefix == "staging."
+    c = consumer(cfg, engine, "billing-ledger", ["connects.ledger.v1"], lambda *_: None)
+    assert (c.group_id, c.topics) == ("blue-billing-ledger", ["staging.connects.ledger.v1"])
+
+
+def test_a_topic_prefix_with_odd_characters_is_refused():
+    with pytest.raises(ConfigError, match="ADSMON_KAFKA_TOPIC_PREFIX"):
+        load(ADSMON_KAFKA_TOPIC_PREFIX="a b")
