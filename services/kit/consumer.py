@@ -92,6 +92,8 @@ def processed_events_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("partition", sa.Integer, nullable=False),
         sa.Column("offset", sa.BigInteger, nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+        # The retention purge deletes by (group, age); without this it scans the table.
+        sa.Index("ix_processed_events_group_processed_at", "consumer_group", "processed_at"),
     )
 
 
@@ -105,6 +107,16 @@ def create_tables(conn: Connection) -> None:
 
 def processed_events_migration(version: int, name: str = "processed_events table") -> Migration:
     return Migration(version, name, create_tables)
+
+
+def _create_indexes(conn: Connection) -> None:
+    for index in PROCESSED.indexes:
+        index.create(conn, checkfirst=True)
+
+
+def processed_events_purge_index_migration(version: int) -> Migration:
+    """Adds the purge index to a processed_events table created before it existed (no-op on newer ones)."""
+    return Migration(version, "processed_events purge index", _create_indexes)
 
 
 def _is_permanent(exc: BaseException) -> bool:

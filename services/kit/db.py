@@ -100,6 +100,9 @@ class Migration:
     """One schema step. `upgrade` gets a connection inside the migration's transaction.
 
     Migrations are append-only: never edit one that has shipped; add the next.
+    A migration that creates tables from live SQLAlchemy metadata creates today's
+    shape on a fresh database, so a later migration altering such a table must be
+    idempotent (create with checkfirst, inspect before adding a column).
     """
 
     version: int

@@ -17,4 +17,5 @@ MIGRATIONS = [
     Migration(1, "ledger_transactions", _v1_ledger_transactions),
     outbox.outbox_migration(2),
     consumer.processed_events_migration(3),
+    consumer.processed_events_purge_index_migration(4),
 ]

@@ -126,4 +126,5 @@ MIGRATIONS = [
     Migration(1, "wallets, lots, holds, journal, idempotency keys", _create_ledger),
     outbox.outbox_migration(2),
     consumer.processed_events_migration(3),
+    consumer.processed_events_purge_index_migration(4),
 ]

@@ -317,3 +317,24 @@ def test_purge_forgets_only_this_groups_ids_older_than_the_retention(engine):
     # group-b still remembers its id; group-a has forgotten (that is why retention must exceed Kafka's).
     assert other.process(record(old, offset=1)) == "duplicate"
     assert consumer.process(record(old, offset=2)) == "applied"
+
+
+def test_the_purge_index_migration_upgrades_old_tables_and_is_a_no_op_on_new_ones(tmp_path):
+    from services.kit.consumer import processed_events_migration, processed_events_purge_index_migration
+    from services.kit.db import make_engine, migrate
+
+    def indexes(engine) -> list[str]:
+        return [i["name"] for i in sa.inspect(engine).get_indexes("processed_events")]
+
+    old = make_engine(f"sqlite:///{tmp_path}/old.db")
+    with old.begin() as conn:  # the table as version 3 created it, before the index existed
+        conn.exec_driver_sql("CREATE TABLE processed_events (consumer_group VARCHAR(255), event_id VARCHAR(128), "
+                             "topic VARCHAR(249), partition INTEGER, \"offset\" BIGINT, processed_at DATETIME, "
+                             "PRIMARY KEY (consumer_group, event_id))")
+    assert indexes(old) == []
+    assert migrate(old, "svc", [processed_events_purge_index_migration(4)]) == [4]
+    assert indexes(old) == ["ix_processed_events_group_processed_at"]
+
+    new = make_engine(f"sqlite:///{tmp_path}/new.db")
+    assert migrate(new, "svc", [processed_events_migration(3), processed_events_purge_index_migration(4)]) == [3, 4]
+    assert indexes(new) == ["ix_processed_events_group_processed_at"]
