@@ -56,7 +56,8 @@ infra-stop: ## stop the local infrastructure
 test: protos secrets infra ## run every test (unit, integration on real PostgreSQL+Kafka, e2e)
 	set -a; source $(LOCAL)/env; set +a; $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-test-unit: protos secrets ## unit tests only (no infrastructure)
+test-unit: protos secrets ## unit tests only (no PostgreSQL or Kafka; promtool for the alert tests)
+	deploy/local/prometheus.sh install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
 
 lint: protos ## ruff, proto lint (buf)
