@@ -12,10 +12,13 @@ prepares it once and reuses it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 
@@ -38,6 +41,27 @@ def _name(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def insert_sql(table: sa.Table, cols: list[str], *, returning: str | None = None,
+               on_conflict_do_nothing: bool = False) -> str:
+    """The statement `pg_insert_rows` sends for rows with the keys `cols` (one JSON parameter)."""
+    names = ", ".join(_name(c) for c in cols)
+    sql = (f"INSERT INTO {_name(table.name)} ({names}) SELECT {names} "
+           f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json)")
+    if on_conflict_do_nothing:
+        sql += " ON CONFLICT DO NOTHING"
+    if returning:
+        sql += f" RETURNING {_name(returning)}"
+    return sql
+
+
+def update_sql(table: sa.Table, key: str, cols: list[str]) -> str:
+    """The statement `pg_update_rows` sends for rows with the keys `cols` (one JSON parameter)."""
+    sets = ", ".join(f"{_name(c)} = v.{_name(c)}" for c in cols if c != key)
+    return (f"UPDATE {_name(table.name)} AS t SET {sets} "
+            f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json) AS v "
+            f"WHERE t.{_name(key)} = v.{_name(key)}")
+
+
 def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *,
                    returning: str | None = None, on_conflict_do_nothing: bool = False) -> list[Any]:
     """INSERT `rows` (dicts with the same keys, named after `table`'s columns) in one statement.
@@ -47,13 +71,7 @@ def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]
     """
     if not rows:
         return []
-    cols = ", ".join(_name(c) for c in rows[0])
-    sql = (f"INSERT INTO {_name(table.name)} ({cols}) SELECT {cols} "
-           f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json)")
-    if on_conflict_do_nothing:
-        sql += " ON CONFLICT DO NOTHING"
-    if returning:
-        sql += f" RETURNING {_name(returning)}"
+    sql = insert_sql(table, list(rows[0]), returning=returning, on_conflict_do_nothing=on_conflict_do_nothing)
     result = conn.exec_driver_sql(sql, (rows_json(rows),))
     return list(result.scalars()) if returning else []
 
@@ -62,8 +80,54 @@ def pg_update_rows(conn: Connection, table: sa.Table, key: str, rows: list[dict[
     """UPDATE one row of `table` per entry of `rows` (each has `key` and the columns to set), in one statement."""
     if not rows:
         return
-    sets = ", ".join(f"{_name(c)} = v.{_name(c)}" for c in rows[0] if c != key)
-    sql = (f"UPDATE {_name(table.name)} AS t SET {sets} "
-           f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json) AS v "
-           f"WHERE t.{_name(key)} = v.{_name(key)}")
-    conn.exec_driver_sql(sql, (rows_json(rows),))
+    conn.exec_driver_sql(update_sql(table, key, list(rows[0])), (rows_json(rows),))
+
+
+class Pipeline:
+    """Statements queued on one psycopg connection in pipeline mode: sent together, run in order.
+
+    A cursor returned by `query` has its rows once the `pg_pipeline` block has ended."""
+
+    def __init__(self, dbapi_conn: Any) -> None:
+        self._dbapi = dbapi_conn
+        self._sink: Any = None
+
+    def query(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+        from psycopg.rows import namedtuple_row
+
+        cur = self._dbapi.cursor(row_factory=namedtuple_row)
+        cur.execute(sql, params)
+        return cur
+
+    def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> None:
+        if self._sink is None:
+            self._sink = self._dbapi.cursor()
+        self._sink.execute(sql, params)
+
+    def insert_rows(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.execute(insert_sql(table, list(rows[0])), (rows_json(rows),))
+
+    def update_rows(self, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.execute(update_sql(table, key, list(rows[0])), (rows_json(rows),))
+
+
+@contextmanager
+def pg_pipeline(conn: Connection) -> Iterator[Pipeline]:
+    """Queue statements on `conn` (PostgreSQL, psycopg 3) and send them in one round trip when the block ends
+    (the implicit BEGIN of a new transaction included). The server runs them one after the other, each with its
+    own snapshot, as if sent one by one; the first error aborts the rest and is raised like SQLAlchemy's own
+    (an OperationalError for a lost connection, which is then invalidated)."""
+    import psycopg
+
+    dbapi = conn.connection.dbapi_connection
+    try:
+        with dbapi.pipeline():  # type: ignore[union-attr]
+            yield Pipeline(dbapi)
+    except psycopg.Error as exc:
+        invalidated = conn.dialect.is_disconnect(exc, dbapi, None)  # type: ignore[arg-type]
+        if invalidated:
+            conn.invalidate(exc)
+        raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated,
+                                         dialect=conn.dialect) from exc

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import Event
@@ -100,6 +101,17 @@ def add(conn: Connection, topic: str, event: Event) -> None:
 
 def add_many(conn: Connection, items: Iterable[tuple[str, Event]]) -> None:
     """Queue several events in the caller's transaction, in the given order."""
+    rows = outbox_rows(items)
+    if not rows:
+        return
+    if is_postgres(conn):
+        bulk.pg_insert_rows(conn, OUTBOX, rows)  # one statement for the lot (executemany: one per row)
+    else:
+        conn.execute(OUTBOX.insert(), rows)
+
+
+def outbox_rows(items: Iterable[tuple[str, Event]]) -> list[dict[str, Any]]:
+    """The OUTBOX rows that queue `items`, in order (`add_many`'s; for a caller batching its own statements)."""
     now = datetime.now(UTC)
     rows = []
     for topic, event in items:
@@ -109,12 +121,7 @@ def add_many(conn: Connection, items: Iterable[tuple[str, Event]]) -> None:
             raise ValueError("event_id and aggregate_id are required (build events with make_event)")
         rows.append({"event_id": event.event_id, "topic": topic, "key": event.aggregate_id,
                      "payload": encode_event(event), "created_at": now})
-    if not rows:
-        return
-    if is_postgres(conn):
-        bulk.pg_insert_rows(conn, OUTBOX, rows)  # one statement for the lot (executemany: one per row)
-    else:
-        conn.execute(OUTBOX.insert(), rows)
+    return rows
 
 
 def _utc(value: datetime) -> datetime:

@@ -7,7 +7,7 @@ kind of lookup, multi-row INSERTs (insertmanyvalues) and executemany UPDATEs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -119,6 +119,12 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]:
         ids = list(request_ids)
+        if self._pg:  # usually the batch's first statement: its BEGIN travels with it
+            with bulk.pg_pipeline(self.conn) as p:
+                cur = p.query(f"SELECT request_id, method, fingerprint, response FROM {requests.name} "
+                              "WHERE request_id = ANY(%s)", (ids,))
+            return {r.request_id: StoredRequest(r.request_id, r.method, r.fingerprint, bytes(r.response))
+                    for r in cur}
         rows = self.conn.execute(sa.select(requests.c.request_id, requests.c.method, requests.c.fingerprint,
                                            requests.c.response).where(requests.c.request_id.in_(ids)))
         return {r.request_id: StoredRequest(r.request_id, r.method, r.fingerprint, bytes(r.response)) for r in rows}
@@ -133,10 +139,6 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                  .where(transactions.c.transaction_id.in_(list(transaction_ids))))
         return {r.transaction_id: r.account_id for r in rows}
 
-    def existing_wallets(self, account_ids: Iterable[str]) -> set[str]:
-        rows = self.conn.execute(sa.select(wallets.c.account_id).where(wallets.c.account_id.in_(list(account_ids))))
-        return set(rows.scalars())
-
     def _lock(self, account_ids: list[str]) -> dict[str, int]:
         query = (sa.select(wallets.c.account_id, wallets.c.sequence)
                  .where(wallets.c.account_id.in_(account_ids)).order_by(wallets.c.account_id))
@@ -144,27 +146,48 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             query = query.with_for_update()
         return {r.account_id: r.sequence for r in self.conn.execute(query)}
 
-    def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str]) -> dict[str, Wallet]:
+    def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str],
+                     must_exist: Collection[str] = ()) -> dict[str, Wallet]:
         ids = sorted(account_ids)
-        found = self._lock(ids)
-        missing = [a for a in ids if a not in found]
+        hold_list = list(hold_ids)
+        if self._pg:
+            # The lock, then (once it is granted: the server runs them in order, each with its own snapshot)
+            # the lots and holds it protects, in one round trip.
+            with bulk.pg_pipeline(self.conn) as p:
+                locked = p.query("SELECT account_id, sequence FROM wallets WHERE account_id = ANY(%s) "
+                                 "ORDER BY account_id FOR UPDATE", (ids,))
+                live = p.query("SELECT * FROM lots WHERE account_id = ANY(%s) AND (remaining > 0 OR held > 0)",
+                               (ids,))
+                held = p.query("SELECT * FROM holds WHERE hold_id = ANY(%s)", (hold_list,)) if hold_list else None
+            found = {r.account_id: r.sequence for r in locked}
+            if not [a for a in ids if a not in found and a not in must_exist]:
+                ids = [a for a in ids if a in found]
+                return self._restore(ids, found, live, held or ())
+        else:
+            found = self._lock(ids)
+        missing = [a for a in ids if a not in found and a not in must_exist]
         if missing:
             now = datetime.now(UTC)
             self.conn.execute(self._insert(wallets).on_conflict_do_nothing(),
                               [{"account_id": a, "available": 0, "held": 0, "sequence": 0, "updated_at": now}
                                for a in missing])
             found.update(self._lock(missing))
+        ids = [a for a in ids if a in found]  # an account of `must_exist` without a wallet is left out
         live = self.conn.execute(sa.select(lots).where(lots.c.account_id.in_(ids),
                                                        sa.or_(lots.c.remaining > 0, lots.c.held > 0)))
+        held = self.conn.execute(sa.select(holds).where(holds.c.hold_id.in_(hold_list))) if hold_list else ()
+        return self._restore(ids, found, live, held)
+
+    @staticmethod
+    def _restore(ids: list[str], found: dict[str, int], live: Iterable, held: Iterable) -> dict[str, Wallet]:  # type: ignore[type-arg]
         by_account: dict[str, list[Lot]] = {a: [] for a in ids}
         for r in live:
-            by_account[r.account_id].append(_lot(r))
-        hold_list = list(hold_ids)
+            if r.account_id in by_account:
+                by_account[r.account_id].append(_lot(r))
         loaded: dict[str, list[Hold]] = {a: [] for a in ids}
-        if hold_list:
-            for r in self.conn.execute(sa.select(holds).where(holds.c.hold_id.in_(hold_list))):
-                if r.account_id in loaded:
-                    loaded[r.account_id].append(_hold(r))
+        for r in held:
+            if r.account_id in loaded:
+                loaded[r.account_id].append(_hold(r))
         return {a: Wallet.restore(a, by_account[a], loaded[a], found[a]) for a in ids}
 
     def returnables(self, transaction_ids: Iterable[str]) -> dict[str, Returnable]:
@@ -178,16 +201,12 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
     def save(self, wallet_list: Iterable[Wallet], stored: Iterable[StoredRequest], now: datetime) -> None:
         conn = self.conn
         stored = list(stored)
-        if stored:
+        if stored and not self._pg:
             # First, so that a duplicate committed meanwhile by another process aborts before any write.
             rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
                      "response": s.response, "created_at": now} for s in stored]
-            if self._pg:
-                inserted = bulk.pg_insert_rows(conn, requests, rows, returning="request_id",
-                                               on_conflict_do_nothing=True)
-            else:
-                inserted = conn.execute(self._insert(requests).on_conflict_do_nothing()
-                                        .returning(requests.c.request_id), rows).scalars().all()
+            inserted = conn.execute(self._insert(requests).on_conflict_do_nothing()
+                                    .returning(requests.c.request_id), rows).scalars().all()
             if len(inserted) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - set(inserted))
         tx_rows, posting_rows, move_rows, new_lots, lot_updates = [], [], [], [], []
@@ -226,10 +245,38 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             wallet_updates.append({"account_id": w.account_id, "available": w.available, "held": w.held,
                                    "sequence": w.sequence, "updated_at": now})
             w.clear_changes()
+        if self._pg:
+            self._pg_write(stored, now, new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+                           move_rows, wallet_updates, ledger_events)
+            return
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
                     wallet_updates)
         if ledger_events:
             outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
+
+    def _pg_write(self, stored: list[StoredRequest], now: datetime, new_lots: list, lot_updates: list,  # type: ignore[type-arg]
+                  new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,  # type: ignore[type-arg]
+                  move_rows: list, wallet_updates: list, ledger_events: list) -> None:  # type: ignore[type-arg]
+        """Every write of the batch in one round trip: one statement per table, requests first. A request id
+        committed meanwhile by another process makes the batch roll back (RequestIdConflict) before its commit."""
+        req_rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
+                     "response": s.response, "created_at": now} for s in stored]
+        with bulk.pg_pipeline(self.conn) as p:
+            inserted = p.query(bulk.insert_sql(requests, list(req_rows[0]), returning="request_id",
+                                               on_conflict_do_nothing=True),
+                               (bulk.rows_json(req_rows),)) if req_rows else None
+            for table, rows in ((lots, new_lots), (holds, new_holds), (transactions, tx_rows),
+                                (postings, posting_rows), (lot_movements, move_rows)):
+                p.insert_rows(table, rows)
+            for table, key, rows in ((lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates),
+                                     (wallets, "account_id", wallet_updates)):
+                p.update_rows(table, key, rows)
+            if ledger_events:
+                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(events.LEDGER_TOPIC, e) for e in ledger_events]))
+        if inserted is not None:
+            got = {r.request_id for r in inserted}
+            if len(got) != len(stored):
+                raise RequestIdConflict({s.request_id for s in stored} - got)
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]

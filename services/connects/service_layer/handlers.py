@@ -139,9 +139,8 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
         only_debited = {e.command.account_id for _, e in todo if isinstance(e.command, c.Spend | c.PlaceHold)}
         only_debited -= {e.command.account_id for _, e in todo if isinstance(e.command, c.Credit)}
         only_debited -= set(hold_accounts.values()) | set(tx_accounts.values())
-        no_wallet = only_debited - uow.existing_wallets(only_debited) if only_debited else set()
-        accounts -= no_wallet
-        wallets = uow.lock_wallets(sorted(accounts), hold_ids) if accounts else {}
+        wallets = uow.lock_wallets(sorted(accounts), hold_ids, must_exist=only_debited) if accounts else {}
+        no_wallet = only_debited - wallets.keys()
         returnables = uow.returnables(tx_ids) if tx_ids else {}
         stored: list[StoredRequest] = []
         for i, env in todo:

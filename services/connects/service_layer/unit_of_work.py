@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,16 +55,14 @@ class AbstractLedgerUnitOfWork(abc.ABC):
         """transaction_id -> account_id (immutable)."""
 
     @abc.abstractmethod
-    def existing_wallets(self, account_ids: Iterable[str]) -> set[str]:
-        """The accounts that have a wallet, without locking or creating any (a wallet is never deleted, so
-        an account seen here keeps its wallet; one not seen is treated as empty, as of before any
-        concurrent first credit)."""
-
-    @abc.abstractmethod
-    def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str]) -> dict[str, Wallet]:
+    def lock_wallets(self, account_ids: Iterable[str], hold_ids: Iterable[str],
+                     must_exist: Collection[str] = ()) -> dict[str, Wallet]:
         """Lock the accounts' wallets in a consistent order and load their live lots and the given holds.
 
-        Unknown accounts get an empty wallet (created when saved)."""
+        Unknown accounts get an empty wallet (created when saved), except those of `must_exist`, which are
+        left out of the answer, without creating, locking or waiting for any (a wallet is never deleted, so an
+        account locked here keeps its wallet; one left out is treated as empty, as of before any concurrent
+        first credit)."""
 
     @abc.abstractmethod
     def returnables(self, transaction_ids: Iterable[str]) -> dict[str, Returnable]:

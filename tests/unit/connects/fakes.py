@@ -83,14 +83,13 @@ class FakeUnitOfWork(AbstractLedgerUnitOfWork):
         return {t: self.store.transactions_by_id[t].account_id for t in transaction_ids
                 if t in self.store.transactions_by_id}
 
-    def existing_wallets(self, account_ids):
-        return {a for a in account_ids if a in self.store.wallets}
-
-    def lock_wallets(self, account_ids, hold_ids):
+    def lock_wallets(self, account_ids, hold_ids, must_exist=()):
         self.store.lock.acquire()
         self.locked = True
         out = {}
         for a in account_ids:
+            if a in must_exist and a not in self.store.wallets:
+                continue
             w = self.store.wallets.get(a) or Wallet(a)
             out[a] = copy.deepcopy(w)
             out[a].clear_changes()
