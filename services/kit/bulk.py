@@ -55,7 +55,7 @@ def insert_sql(table: sa.Table, cols: list[str], *, returning: str | None = None
 
 
 def update_sql(table: sa.Table, key: str, cols: list[str]) -> str:
-    """The statement `pg_update_rows` sends for rows with the keys `cols` (one JSON parameter)."""
+    """UPDATE one row of `table` per JSON row (keys `cols`, including `key`), as one statement."""
     sets = ", ".join(f"{_name(c)} = v.{_name(c)}" for c in cols if c != key)
     return (f"UPDATE {_name(table.name)} AS t SET {sets} "
             f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json) AS v "
@@ -74,13 +74,6 @@ def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]
     sql = insert_sql(table, list(rows[0]), returning=returning, on_conflict_do_nothing=on_conflict_do_nothing)
     result = conn.exec_driver_sql(sql, (rows_json(rows),))
     return list(result.scalars()) if returning else []
-
-
-def pg_update_rows(conn: Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:
-    """UPDATE one row of `table` per entry of `rows` (each has `key` and the columns to set), in one statement."""
-    if not rows:
-        return
-    conn.exec_driver_sql(update_sql(table, key, list(rows[0])), (rows_json(rows),))
 
 
 class Pipeline:

@@ -201,12 +201,12 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
     def save(self, wallet_list: Iterable[Wallet], stored: Iterable[StoredRequest], now: datetime) -> None:
         conn = self.conn
         stored = list(stored)
-        if stored and not self._pg:
-            # First, so that a duplicate committed meanwhile by another process aborts before any write.
-            rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
+        req_rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
                      "response": s.response, "created_at": now} for s in stored]
+        if req_rows and not self._pg:
+            # First, so that a duplicate committed meanwhile by another process aborts before any write.
             inserted = conn.execute(self._insert(requests).on_conflict_do_nothing()
-                                    .returning(requests.c.request_id), rows).scalars().all()
+                                    .returning(requests.c.request_id), req_rows).scalars().all()
             if len(inserted) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - set(inserted))
         tx_rows, posting_rows, move_rows, new_lots, lot_updates = [], [], [], [], []
@@ -246,7 +246,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                    "sequence": w.sequence, "updated_at": now})
             w.clear_changes()
         if self._pg:
-            self._pg_write(stored, now, new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+            self._pg_write(stored, req_rows, new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
                            move_rows, wallet_updates, ledger_events)
             return
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
@@ -254,22 +254,20 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         if ledger_events:
             outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
 
-    def _pg_write(self, stored: list[StoredRequest], now: datetime, new_lots: list, lot_updates: list,  # type: ignore[type-arg]
+    def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,  # type: ignore[type-arg]
                   new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,  # type: ignore[type-arg]
                   move_rows: list, wallet_updates: list, ledger_events: list) -> None:  # type: ignore[type-arg]
         """Every write of the batch in one round trip: one statement per table, requests first. A request id
         committed meanwhile by another process makes the batch roll back (RequestIdConflict) before its commit."""
-        req_rows = [{"request_id": s.request_id, "method": s.method, "fingerprint": s.fingerprint,
-                     "response": s.response, "created_at": now} for s in stored]
         with bulk.pg_pipeline(self.conn) as p:
             inserted = p.query(bulk.insert_sql(requests, list(req_rows[0]), returning="request_id",
                                                on_conflict_do_nothing=True),
                                (bulk.rows_json(req_rows),)) if req_rows else None
-            for table, rows in ((lots, new_lots), (holds, new_holds), (transactions, tx_rows),
-                                (postings, posting_rows), (lot_movements, move_rows)):
+            inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+                                           move_rows, wallet_updates)
+            for table, rows in inserts:
                 p.insert_rows(table, rows)
-            for table, key, rows in ((lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates),
-                                     (wallets, "account_id", wallet_updates)):
+            for table, key, rows in updates:
                 p.update_rows(table, key, rows)
             if ledger_events:
                 p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(events.LEDGER_TOPIC, e) for e in ledger_events]))
@@ -280,25 +278,16 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]
-        """One statement per table on PostgreSQL; executemany elsewhere (SQLite: the embedded default).
+        """The batch's writes on SQLite (the embedded default): executemany per table.
 
-        Update rows are keyed by column name, each with its key column (`bulk.pg_update_rows`' form)."""
-        inserts = [(lots, new_lots), (holds, new_holds), (transactions, tx_rows), (postings, posting_rows),
-                   (lot_movements, move_rows)]
-        updates = [(lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates),
-                   (wallets, "account_id", wallet_updates)]
+        Update rows are keyed by column name, each with its key column (`bulk.update_sql`'s form)."""
+        inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+                                       move_rows, wallet_updates)
         for table, rows in inserts:
             if rows:
-                if self._pg:
-                    bulk.pg_insert_rows(self.conn, table, rows)
-                else:
-                    self.conn.execute(table.insert(), rows)
+                self.conn.execute(table.insert(), rows)
         for table, key, rows in updates:
-            if not rows:
-                continue
-            if self._pg:
-                bulk.pg_update_rows(self.conn, table, key, rows)
-            else:
+            if rows:
                 # SQLAlchemy reserves a column's own name for the SET clause: the key travels as "k".
                 cols = [c for c in rows[0] if c != key]
                 self.conn.execute(table.update().where(table.c[key] == sa.bindparam("k"))
@@ -380,3 +369,12 @@ class SqlAlchemyLedgerQueries(AbstractLedgerQueries):
             return {a: int(hi) * 2**32 + int(lo) for a, hi, lo in conn.execute(query)}
 
         return self._run(run)
+
+
+def _table_rows(new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
+                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list,  # type: ignore[type-arg]
+                ) -> tuple[list, list]:  # type: ignore[type-arg]
+    """A batch's rows by table, in write order: inserts (table, rows), then updates (table, key, rows)."""
+    return ([(lots, new_lots), (holds, new_holds), (transactions, tx_rows), (postings, posting_rows),
+             (lot_movements, move_rows)],
+            [(lots, "lot_id", lot_updates), (holds, "hold_id", hold_updates), (wallets, "account_id", wallet_updates)])
