@@ -120,6 +120,13 @@ class ServiceConfig:
     db_pool_size: int
     kafka_group_prefix: str = ""
     kafka_topic_prefix: str = ""
+    # SO_REUSEPORT on the gRPC port: several processes share it (the kernel spreads connections). Off by
+    # default: a second server on a taken port is then an error, not a silent neighbour.
+    grpc_reuse_port: bool = False
+    # >1: that many serving processes share the gRPC port (services.kit.server.run_processes).
+    processes: int = 1
+    # false: run `python -m services.<svc> relay` beside the servers (its own GIL and CPU).
+    relay_in_process: bool = True
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -160,4 +167,7 @@ class ServiceConfig:
             db_pool_size=env.int("DB_POOL_SIZE", 10, lo=1, hi=200),
             kafka_group_prefix=env.str("KAFKA_GROUP_PREFIX", ""),
             kafka_topic_prefix=_topic_prefix(env.str("KAFKA_TOPIC_PREFIX", "")),
+            grpc_reuse_port=env.bool("GRPC_REUSE_PORT", False),
+            processes=env.int("PROCESSES", 1, lo=1, hi=64),
+            relay_in_process=env.bool("RELAY_IN_PROCESS", True),
         )

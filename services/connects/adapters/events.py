@@ -18,9 +18,9 @@ from services.connects.domain.model import (
     SpendReason,
     TransactionKind,
 )
-from services.kit.kafka import LEDGER_TOPIC, make_event
+from services.kit.kafka import make_event
 
-__all__ = ["LEDGER_TOPIC", "ledger_event", "transaction_pb"]
+__all__ = ["ledger_event", "transaction_pb"]
 
 LOT_SOURCE = {s: pb.LotSource.Value(f"LOT_SOURCE_{s.value}") for s in LotSource}
 SPEND_REASON = {r: pb.SpendReason.Value(f"SPEND_REASON_{r.value}") for r in SpendReason}

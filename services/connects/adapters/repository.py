@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from services.connects.adapters import events
+from services.connects.adapters import events, topics
 from services.connects.adapters.tables import holds, lot_movements, lots, postings, requests, transactions, wallets
 from services.connects.domain.model import (
     Hold,
@@ -252,7 +252,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
                     wallet_updates)
         if ledger_events:
-            outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
+            outbox.add_many(conn, [(topics.LEDGER, e) for e in ledger_events])
 
     def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,  # type: ignore[type-arg]
                   new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,  # type: ignore[type-arg]
@@ -270,7 +270,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             for table, key, rows in updates:
                 p.update_rows(table, key, rows)
             if ledger_events:
-                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(events.LEDGER_TOPIC, e) for e in ledger_events]))
+                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events]))
         if inserted is not None:
             got = {r.request_id for r in inserted}
             if len(got) != len(stored):

@@ -22,7 +22,7 @@ from services.connects.service_layer.ledger import Ledger
 from services.kit.auth import Policy, current_caller
 from services.kit.errors import InvalidArgument
 
-SERVICE_NAME = "adsmon.connects.v1.ConnectsService"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConnectsService"].full_name
 
 # Who may call what at all; finer rules (PURCHASE, ad products) live in the service layer, which also
 # enforces the ReturnConnects callers (for the consumer and for replays).

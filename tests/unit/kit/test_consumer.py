@@ -338,3 +338,24 @@ def test_the_purge_index_migration_upgrades_old_tables_and_is_a_no_op_on_new_one
     new = make_engine(f"sqlite:///{tmp_path}/new.db")
     assert migrate(new, "svc", [processed_events_migration(3), processed_events_purge_index_migration(4)]) == [3, 4]
     assert indexes(new) == ["ix_processed_events_group_processed_at"]
+
+
+def test_after_commit_runs_once_the_effect_is_durable_and_not_for_a_duplicate(engine):
+    seen: list[int | None] = []
+    c, _ = make(engine, after_commit=lambda: seen.append(balance(engine)))  # read on another connection
+    e = credited(7)
+    assert c.process(record(e, offset=0)) == "applied"
+    assert seen == [7], "the hook saw the committed balance, so it ran after the commit"
+    assert c.process(record(e, offset=1)) == "duplicate"
+    assert seen == [7]
+
+
+def test_after_commit_does_not_run_when_the_handler_fails(engine):
+    calls: list[None] = []
+
+    def refuse(conn, event, rec):
+        raise FailedPrecondition("NO", "refused")
+
+    c, dlq = make(engine, handler=refuse, after_commit=lambda: calls.append(None))
+    assert c.process(record(credited(1))) == "dead_lettered"
+    assert calls == [] and len(dlq.sent) == 1

@@ -184,7 +184,7 @@ def test_relay_thread_backs_off_while_kafka_is_down_and_resumes_by_itself(engine
     assert not relay.running
 
 
-def test_notify_wakes_the_relay_long_before_its_poll_interval(engine):
+def test_wake_wakes_the_relay_long_before_its_poll_interval(engine):
     producer = FakeProducer()
     relay = OutboxRelay(engine, "unused:1", service=service_name(), producer_factory=lambda: producer,
                         poll_interval=30)
@@ -194,7 +194,7 @@ def test_notify_wakes_the_relay_long_before_its_poll_interval(engine):
         with engine.begin() as conn:
             outbox.add(conn, "t", event("a", "now"))
         started = time.monotonic()
-        relay.notify()
+        relay.wake()
         while not producer.sent and time.monotonic() - started < 5:
             time.sleep(0.01)
         assert producer.sent and time.monotonic() - started < 2
