@@ -11,8 +11,8 @@ from __future__ import annotations
 from adsmon.ads.v1 import ads_pb2, ads_pb2_grpc
 
 from services.ads.adapters import topics
+from services.ads.adapters.migrations import MIGRATIONS
 from services.ads.config import SERVICE, AdsConfig
-from services.kit import outbox
 from services.kit.auth import Policy
 from services.kit.bootstrap import outbox_relay, start_foundation
 from services.kit.db import Database
@@ -22,7 +22,6 @@ from services.kit.worker import Worker
 
 SERVICE_NAME = ads_pb2.DESCRIPTOR.services_by_name["AdsService"].full_name
 POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator", "tests"})
-MIGRATIONS = [outbox.outbox_migration(1)]
 
 
 def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Worker | None = None) -> App:

@@ -19,8 +19,8 @@ from sqlalchemy.engine import Engine
 
 from services.connects.adapters import topics
 from services.connects.adapters.metrics import PrometheusMetrics
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
 from services.connects.config import SERVICE, ConnectsConfig
 from services.connects.entrypoints import jobs_consumer
 from services.connects.entrypoints.grpc_servicer import POLICY, SERVICE_NAME, ConnectsServicer

@@ -12,11 +12,13 @@ from typing import Any
 
 from kafka.errors import KafkaError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.kit.config import ServiceConfig
 from services.kit.consumer import Handler, IdempotentConsumer
-from services.kit.db import Database, Migration, open_database
+from services.kit.db import Database, check_connection, make_engine
 from services.kit.kafka import ensure_topics, service_topics
+from services.kit.migrations import Migrations, upgrade
 from services.kit.outbox import OutboxRelay
 from services.kit.startup import StartupError
 
@@ -33,12 +35,12 @@ def _reachable(bootstrap: str, timeout: float) -> None:
     raise StartupError(f"kafka unreachable at {'; '.join(errors)}")
 
 
-def start_foundation(config: ServiceConfig, migrations: Sequence[Migration], *, produces: Sequence[str],
+def start_foundation(config: ServiceConfig, migrations: Migrations, *, produces: Sequence[str],
                      consumes: Sequence[str]) -> Database:
     """Open and migrate the database; create the topics the service produces and consumes (and their DLQs)."""
     # Both dependencies answer before anything is changed (migrations), so a bad setting fails in one line.
     _reachable(config.kafka_bootstrap, timeout=3.0)
-    db = open_database(config.database_url, config.service, migrations, pool_size=config.db_pool_size)
+    db = open_database(config.database_url, migrations, pool_size=config.db_pool_size)
     try:
         ensure_topics(config.kafka_bootstrap,
                       {config.kafka_topic_prefix + name: n for name, n in service_topics(produces, consumes).items()},
@@ -47,6 +49,27 @@ def start_foundation(config: ServiceConfig, migrations: Sequence[Migration], *, 
         db.close()
         raise StartupError(f"kafka unreachable at {config.kafka_bootstrap}: {type(exc).__name__}") from None
     return db
+
+
+def migrate_database(engine: Engine, migrations: Migrations) -> None:
+    """Bring the schema to the newest revision; a failure is one StartupError line."""
+    try:
+        upgrade(engine, migrations)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise StartupError(f"migrating the {migrations.service} database failed: {reason}") from None
+
+
+def open_database(url: str, migrations: Migrations, *, pool_size: int = 10) -> Database:
+    """Engine + connectivity check + migrations: what every service does first at start-up."""
+    engine = make_engine(url, pool_size=pool_size)
+    check_connection(engine)
+    try:
+        migrate_database(engine, migrations)
+    except StartupError:
+        engine.dispose()
+        raise
+    return Database(engine, workers=pool_size)
 
 
 def outbox_relay(config: ServiceConfig, engine: Engine) -> OutboxRelay:

@@ -15,7 +15,7 @@ until it works, never dead-lettered.
 
 Wiring a service:
 
-    MIGRATIONS = [..., consumer.processed_events_migration(4)]
+    versions/000N_processed_events.py: kit.migrations.create_processed_events_table() (+ the purge index)
     c = kit.bootstrap.consumer(config, engine, "billing-revenue", topics.CONSUMES, handle_ledger_event,
                                after_commit=relay.wake)   # the handler's outbox rows go out at once
     App(..., components=[c])                              # a kit.worker.Worker: serve() starts and stops it
@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from services.kit import backoff, errors
-from services.kit.db import Migration, is_postgres
+from services.kit.db import is_postgres
 from services.kit.kafka import (
     MAX_ID_LENGTH,
     UndecodableEvent,
@@ -98,25 +98,6 @@ def processed_events_table(metadata: sa.MetaData) -> sa.Table:
 
 
 PROCESSED = processed_events_table(sa.MetaData())
-
-
-def create_tables(conn: Connection) -> None:
-    """Create processed_events; call it from one of the service's migrations."""
-    PROCESSED.create(conn, checkfirst=True)
-
-
-def processed_events_migration(version: int, name: str = "processed_events table") -> Migration:
-    return Migration(version, name, create_tables)
-
-
-def _create_indexes(conn: Connection) -> None:
-    for index in PROCESSED.indexes:
-        index.create(conn, checkfirst=True)
-
-
-def processed_events_purge_index_migration(version: int) -> Migration:
-    """Adds the purge index to a processed_events table created before it existed (no-op on newer ones)."""
-    return Migration(version, "processed_events purge index", _create_indexes)
 
 
 def _is_permanent(exc: BaseException) -> bool:

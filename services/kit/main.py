@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import start_http_server
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.kit import logging as kit_logging
-from services.kit.bootstrap import outbox_relay
+from services.kit.bootstrap import migrate_database, outbox_relay
 from services.kit.config import ServiceConfig
-from services.kit.db import Migration, check_connection, make_engine, migrate
+from services.kit.db import check_connection, make_engine
+from services.kit.migrations import Migrations
 from services.kit.server import App, run_main, run_processes
 from services.kit.startup import StartupError
 
@@ -43,7 +43,7 @@ class ServiceSpec:
     name: str  # "connects": the ADSMON_<NAME>_ settings prefix, logs, metrics' service label
     load_config: Callable[[], Any]  # -> the service's config (with .base)
     bootstrap: Callable[[Any], App | Awaitable[App]]  # the service's bootstrap(config)
-    migrations: Sequence[Migration]
+    migrations: Migrations
 
     @property
     def module(self) -> str:
@@ -87,10 +87,7 @@ def run_migrate(spec: ServiceSpec, base: ServiceConfig) -> int:
         engine = make_engine(base.database_url, pool_size=1)
         try:
             check_connection(engine)
-            migrate(engine, spec.name, spec.migrations)
-        except SQLAlchemyError as exc:
-            raise StartupError(f"migrating the {spec.name} database failed: "
-                               f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
+            migrate_database(engine, spec.migrations)
         finally:
             engine.dispose()
     except StartupError as exc:

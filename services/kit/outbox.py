@@ -10,7 +10,7 @@ rows stay until acknowledged.
 
 Wiring a service:
 
-    MIGRATIONS = [..., outbox.outbox_migration(3)]        # or call create_tables(conn) in yours
+    versions/000N_outbox.py: kit.migrations.create_outbox_table()   # the service's Alembic revision
     relay = kit.bootstrap.outbox_relay(config, engine)   # topics in the configured namespace
     uow = MyUnitOfWork(engine, after_commit=relay.wake)   # uow.publish(topic, event) -> outbox.add
     App(..., components=[relay, ...])                     # serve() starts and stops it
@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from services.kit import bulk
-from services.kit.db import Migration, is_postgres
+from services.kit.db import is_postgres
 from services.kit.kafka import MAX_ID_LENGTH, close_quietly, encode_event, make_producer
 from services.kit.worker import Worker
 
@@ -80,16 +80,6 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
 
 
 OUTBOX = outbox_table(sa.MetaData())
-
-
-def create_tables(conn: Connection) -> None:
-    """Create the outbox table and its indexes; call it from one of the service's migrations."""
-    OUTBOX.create(conn, checkfirst=True)
-
-
-def outbox_migration(version: int, name: str = "outbox table") -> Migration:
-    """A ready `Migration` that creates the outbox, for services that list it among theirs."""
-    return Migration(version, name, create_tables)
 
 
 def add(conn: Connection, topic: str, event: Event) -> None:

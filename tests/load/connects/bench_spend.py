@@ -10,7 +10,7 @@ accounts: no lock contention at 64 clients), -j 2 (one thread per core), in two 
   * -c 64: the same client concurrency as the Spend run (like with like).
 Each setting runs ROUNDS times, interleaved with the Spend runs, and the median is quoted (the
 machine is shared and noisy). Then:
-1. The connects service (`python -m services.connects --processes BENCH_PROCESSES`, default 1) with
+1. The connects service (`python -m services.connects serve --processes BENCH_PROCESSES`, default 1) with
    its outbox relay in its own process, as deployed, on a second scratch database. On this 2-core
    machine 2 processes did not raise throughput (the cores are already full: ghz, PostgreSQL, the
    relay) and halved the group-commit batch, so the hot wallet and p99 were worse; more cores: try N.

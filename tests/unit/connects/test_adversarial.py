@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 from adsmon.marketplace.v1 import jobs_pb2
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS, wallets
+from services.connects.adapters.tables import wallets
 from services.connects.bootstrap import jobs_handler
 from services.connects.domain import commands as c
 from services.connects.domain.model import (
@@ -30,9 +31,10 @@ from services.connects.domain.model import (
 )
 from services.connects.service_layer import handlers, queries, returns
 from services.connects.service_layer.handlers import Envelope
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument, PermissionDenied
 from services.kit.kafka import make_event
+from services.kit.migrations import upgrade
 from services.kit.server import running
 from tests.conftest import unique
 from tests.support.connects import connects_app
@@ -63,7 +65,7 @@ def token(body: object) -> str:
 @pytest.fixture
 def sqlite_engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/connects.db", pool_size=2)
-    migrate(engine, "connects", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 

@@ -9,15 +9,16 @@ from datetime import UTC, datetime
 import pytest
 from adsmon.marketplace.v1 import jobs_pb2
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
 from services.connects.bootstrap import jobs_returns_consumer
 from services.connects.domain import commands as c
 from services.connects.domain.model import LotSource, SpendReason
 from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.kafka import encode_event, make_event
+from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.support.connects import connects_config
 
@@ -49,7 +50,7 @@ def db_path(tmp_path):
 @pytest.fixture
 def engine(db_path):
     engine = make_engine(f"sqlite:///{db_path}", pool_size=2)
-    migrate(engine, "connects", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 

@@ -16,18 +16,13 @@ from kafka import TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import exc as sa_exc
 
-from services.kit import consumer as consumer_mod
 from services.kit.consumer import PROCESSED, IdempotentConsumer
-from services.kit.db import Migration, make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.kafka import UndecodableEvent, decode_event, decode_payload, encode_event, make_event
 
 balances = sa.Table("balances", sa.MetaData(), sa.Column("account", sa.String, primary_key=True),
                     sa.Column("amount", sa.Integer, nullable=False))
-
-
-def create_balances(conn):
-    balances.create(conn)
 
 
 @dataclass
@@ -71,7 +66,8 @@ def metric(name: str, **labels: str) -> float:
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/svc.db")
-    migrate(engine, "svc", [consumer_mod.processed_events_migration(1), Migration(2, "balances", create_balances)])
+    PROCESSED.create(engine)
+    balances.create(engine)
     yield engine
     engine.dispose()
 
@@ -317,27 +313,6 @@ def test_purge_forgets_only_this_groups_ids_older_than_the_retention(engine):
     # group-b still remembers its id; group-a has forgotten (that is why retention must exceed Kafka's).
     assert other.process(record(old, offset=1)) == "duplicate"
     assert consumer.process(record(old, offset=2)) == "applied"
-
-
-def test_the_purge_index_migration_upgrades_old_tables_and_is_a_no_op_on_new_ones(tmp_path):
-    from services.kit.consumer import processed_events_migration, processed_events_purge_index_migration
-    from services.kit.db import make_engine, migrate
-
-    def indexes(engine) -> list[str]:
-        return [i["name"] for i in sa.inspect(engine).get_indexes("processed_events")]
-
-    old = make_engine(f"sqlite:///{tmp_path}/old.db")
-    with old.begin() as conn:  # the table as version 3 created it, before the index existed
-        conn.exec_driver_sql("CREATE TABLE processed_events (consumer_group VARCHAR(255), event_id VARCHAR(128), "
-                             "topic VARCHAR(249), partition INTEGER, \"offset\" BIGINT, processed_at DATETIME, "
-                             "PRIMARY KEY (consumer_group, event_id))")
-    assert indexes(old) == []
-    assert migrate(old, "svc", [processed_events_purge_index_migration(4)]) == [4]
-    assert indexes(old) == ["ix_processed_events_group_processed_at"]
-
-    new = make_engine(f"sqlite:///{tmp_path}/new.db")
-    assert migrate(new, "svc", [processed_events_migration(3), processed_events_purge_index_migration(4)]) == [3, 4]
-    assert indexes(new) == ["ix_processed_events_group_processed_at"]
 
 
 def test_after_commit_runs_once_the_effect_is_durable_and_not_for_a_duplicate(engine):

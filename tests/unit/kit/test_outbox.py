@@ -13,7 +13,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from prometheus_client import REGISTRY
 
 from services.kit import outbox
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.kafka import make_event
 from services.kit.outbox import OUTBOX, OutboxRelay, OutboxRow, SimulatedCrash, publishable
 
@@ -54,7 +54,7 @@ def metric(name: str, **labels: str) -> float:
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/svc.db")
-    migrate(engine, "svc", [outbox.outbox_migration(1)])
+    OUTBOX.create(engine)
     yield engine
     engine.dispose()
 
