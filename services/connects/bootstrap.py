@@ -85,7 +85,8 @@ def bootstrap(
 
     batcher = ledger_batcher(uow_factory, clock, metrics, service=SERVICE, max_batch=config.batch_max,
                              threads=config.batch_workers, after_commit=wake)
-    ledger = Ledger(batcher, queries, run_blocking or (database.run if database else _to_thread), clock, metrics)
+    ledger = Ledger(batcher, queries, run_blocking or (database.run if database else _to_thread), clock, metrics,
+                    max_amount=config.max_amount)
     sweeper = ExpirySweeper(queries, batcher, clock, service=SERVICE,
                             interval_seconds=config.expiry_interval_seconds)
     components: list[Component] = [relay] if relay is not None else []

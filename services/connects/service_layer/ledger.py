@@ -11,6 +11,7 @@ from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
 from services.connects.service_layer.handlers import AnyCommand, Envelope, Metrics, Outcome, precheck
 from services.connects.service_layer.receipts import Receipt
+from services.connects.service_layer.totals import LedgerTotals
 from services.connects.service_layer.unit_of_work import (
     AbstractLedgerQueries,
     AbstractLedgerUnitOfWork,
@@ -45,11 +46,15 @@ def ledger_batcher(uow_factory: Callable[[], AbstractLedgerUnitOfWork], clock: C
 
 
 class Ledger:
-    """Async entry point: mutations go through the group-commit batcher, reads through a thread pool."""
+    """Async entry point: mutations go through the group-commit batcher, reads through a thread pool.
+
+    `max_amount` is the business maximum of one command's amount (ConnectsConfig.max_amount): a command above it
+    is refused (AMOUNT_TOO_LARGE) before it is queued."""
 
     def __init__(self, batcher: LedgerBatcher, queries: AbstractLedgerQueries, run_blocking: RunBlocking,
-                 clock: Callable[[], datetime], metrics: Metrics) -> None:
+                 clock: Callable[[], datetime], metrics: Metrics, *, max_amount: int = c.DEFAULT_MAX_AMOUNT) -> None:
         self.batcher = batcher
+        self.max_amount = max_amount
         self.queries = queries
         self._run = run_blocking
         self._clock = clock
@@ -58,7 +63,9 @@ class Ledger:
     async def execute(self, command: AnyCommand, caller: str) -> Outcome:
         """Apply one command; refusals come back in the outcome, not raised."""
         try:
-            precheck(command, caller)  # refused before queuing costs nothing, and is counted like any other
+            # Refused before queuing costs nothing, and is counted like any other refusal.
+            c.check_amount_bound(command, self.max_amount)
+            precheck(command, caller)
         except DomainError as exc:
             self._metrics.refused(command.method, exc)
             return Outcome(error=exc)
@@ -74,6 +81,9 @@ class Ledger:
 
     async def balance(self, account_id: str) -> q.Balance:
         return await self._run(q.get_balance, self.queries, account_id, self._clock())
+
+    async def ledger_totals(self, start: datetime | None, end: datetime | None) -> LedgerTotals:
+        return await self._run(q.get_ledger_totals, self.queries, start, end)
 
     async def transactions(self, account_id: str, page_size: int, page_token: str) -> q.TransactionPage:
         return await self._run(q.list_transactions, self.queries, account_id, page_size, page_token)
