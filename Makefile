@@ -60,8 +60,9 @@ test-unit: protos secrets ## unit tests only (no PostgreSQL or Kafka; promtool f
 	deploy/local/prometheus.sh install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
 
-lint: protos ## ruff, proto lint (buf)
+lint: protos ## ruff, mypy over services/ (config in pyproject.toml), proto lint (buf)
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	deploy/local/protolint.sh
 
 run: protos secrets infra ## run the whole suite (infra + connects, ads, billing); Ctrl-C stops it all

@@ -52,20 +52,19 @@ class _Pending(Generic[T, R]):
     future: asyncio.Future[R] | concurrent.futures.Future[R]
 
 
-def _settle(fut: asyncio.Future[R] | concurrent.futures.Future[R], result: R | None,
-            exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
+def _set_result(fut: asyncio.Future[R] | concurrent.futures.Future[R], result: R) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception(fut: asyncio.Future[R] | concurrent.futures.Future[R], exc: BaseException) -> None:
+    if not fut.done():
         fut.set_exception(exc)
-    else:
-        fut.set_result(result)  # type: ignore[arg-type]  # None only when exc is given
 
 
-def _settle_all(results: list[tuple[asyncio.Future[R], R]]) -> None:
+def _set_results(results: list[tuple[asyncio.Future[R], R]]) -> None:
     for fut, result in results:
-        if not fut.done():
-            fut.set_result(result)
+        _set_result(fut, result)
 
 
 class BatchRetriesExhausted(RuntimeError):
@@ -196,13 +195,13 @@ class Batcher(Worker, Generic[T, R]):
             except Exception as exc:
                 if len(batch) == 1:
                     log.warning("%s: item failed: %s", self.name, type(exc).__name__)
-                    self._deliver_one(batch[0], None, exc)
+                    self._fail(batch[0], exc)
                     return
                 log.warning("%s: batch of %d failed (%s); retrying one by one", self.name, len(batch),
                             type(exc).__name__)
                 break
             self._committed()
-            self._deliver(batch, results)
+            self._deliver_batch(batch, results)
             return
         for p in batch:
             self._process_single(p)
@@ -219,26 +218,33 @@ class Batcher(Worker, Generic[T, R]):
                 exc = e
             else:
                 self._committed()
-                self._deliver_one(p, result, None)
+                self._deliver(p, result)
                 return
             break
-        self._deliver_one(p, None, exc)
+        self._fail(p, exc)
 
     @staticmethod
-    def _deliver_one(p: _Pending[T, R], result: R | None, exc: BaseException | None) -> None:
+    def _fail(p: _Pending[T, R], exc: BaseException) -> None:
         if p.loop is None:
-            _settle(p.future, result, exc)
+            _set_exception(p.future, exc)
         else:
-            p.loop.call_soon_threadsafe(_settle, p.future, result, exc)
+            p.loop.call_soon_threadsafe(_set_exception, p.future, exc)
 
     @staticmethod
-    def _deliver(batch: list[_Pending[T, R]], results: Sequence[R]) -> None:
+    def _deliver(p: _Pending[T, R], result: R) -> None:
+        if p.loop is None:
+            _set_result(p.future, result)
+        else:
+            p.loop.call_soon_threadsafe(_set_result, p.future, result)
+
+    @staticmethod
+    def _deliver_batch(batch: list[_Pending[T, R]], results: Sequence[R]) -> None:
         """Hand a committed batch its results: one wake-up per event loop, not one per item."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R]]] = {}
         for p, result in zip(batch, results, strict=True):
-            if p.loop is None:
-                _settle(p.future, result, None)
+            if p.loop is not None and isinstance(p.future, asyncio.Future):
+                by_loop.setdefault(p.loop, []).append((p.future, result))
             else:
-                by_loop.setdefault(p.loop, []).append((p.future, result))  # type: ignore[arg-type]
+                _set_result(p.future, result)
         for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_settle_all, pairs)
+            loop.call_soon_threadsafe(_set_results, pairs)

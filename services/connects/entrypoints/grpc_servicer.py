@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -37,7 +38,7 @@ POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "o
                                "GetLedgerTotals": {"billing", "operator"}})
 
 
-def _enum(mapping: dict, value: int) -> object:  # type: ignore[type-arg]
+def _enum(mapping: Mapping[int, object], value: int) -> object:
     # Unknown or UNSPECIFIED numbers pass through unmapped; command validation refuses them with the field.
     return mapping.get(value, value)
 

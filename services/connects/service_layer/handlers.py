@@ -111,7 +111,7 @@ def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = No
         raise _deny(caller, f"return Connects ({', '.join(sorted(RETURN_CALLERS))} only)")
     reason = cmd.reason if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
     if reason in AD_REASONS and caller != ADS:
-        raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")  # type: ignore[union-attr]
+        raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")
 
 
 def _needs_hold(cmd: AnyCommand) -> bool:

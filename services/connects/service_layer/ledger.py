@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ def ledger_batcher(uow_factory: Callable[[], AbstractLedgerUnitOfWork], clock: C
     replays then answer it; commands with the same request_id never share a batch.
     """
 
-    def run_batch(envelopes: list[Envelope]) -> list[Outcome]:
+    def run_batch(envelopes: Sequence[Envelope]) -> list[Outcome]:
         return handlers.execute(uow_factory(), envelopes, clock(), metrics)
 
     return Batcher("ledger-batcher", run_batch, service=service, key=_request_id, max_batch=max_batch,
