@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.kit import metrics
 from services.kit.auth import PUBLIC_SERVICES, Authenticator, Policy, reset_current_caller, set_current_caller
-from services.kit.errors import DomainError, InvalidArgument
+from services.kit.errors import DomainError, InvalidArgument, Unimplemented
 from services.kit.logging import request_id_var, rpc_method_var
 
 log = logging.getLogger("adsmon.rpc")
@@ -156,7 +156,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument("MALFORMED_REQUEST",
                                           f"the request is not a valid {grpc_method} request message "
                                           f"({request.error}), e.g. a string field that is not UTF-8")
-                response = await inner(request, context)
+                try:
+                    response = await inner(request, context)
+                except NotImplementedError:
+                    # A method the servicer does not override: the generated base class raises this.
+                    raise Unimplemented("UNIMPLEMENTED", f"{grpc_method} is not implemented",
+                                        method=grpc_method) from None
                 sent_total.inc()
                 return response
             except DomainError as exc:
