@@ -131,14 +131,6 @@ class Policy:
                                    caller=caller, method=method)
 
 
-def require_caller(allowed: Iterable[str], what: str) -> None:
-    """Service-layer check: raise PermissionDenied unless the current caller is in `allowed`."""
-    caller = current_caller()
-    if caller not in set(allowed):
-        raise PermissionDenied("CALLER_NOT_ALLOWED", f"caller {caller!r} may not {what}",
-                               caller=caller)
-
-
 def main(argv: list[str]) -> int:
     """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env)."""
     from services.kit.config import ConfigError, Env

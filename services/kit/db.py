@@ -74,14 +74,6 @@ def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 
-def describe(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid url>"
-
-
 def check_connection(engine: Engine) -> None:
     """Connect once; raise StartupError with a one-line reason if we cannot."""
     try:

@@ -205,9 +205,6 @@ class Server:
         self._stopped.set()
         log.info("stopped")
 
-    async def wait_closed(self) -> None:
-        await self._stopped.wait()
-
 
 async def serve_until_signalled(app: App) -> None:
     """Start `app`, then run until SIGTERM or SIGINT and shut down gracefully."""

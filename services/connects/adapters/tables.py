@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 ID = sa.String(128)
-Big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 TS = sa.DateTime(timezone=True)
 
 wallets = sa.Table(
