@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -21,17 +20,9 @@ from services.kit.kafka import encode_event, make_event
 from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.support.connects import connects_config
+from tests.support.kafka import Rec
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class NoDlq:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,18 +19,10 @@ from services.kit.consumer import PROCESSED, IdempotentConsumer
 from services.kit.db import make_engine
 from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.kafka import UndecodableEvent, decode_event, decode_payload, encode_event, make_event
+from tests.support.kafka import Rec
 
 balances = sa.Table("balances", sa.MetaData(), sa.Column("account", sa.String, primary_key=True),
                     sa.Column("amount", sa.Integer, nullable=False))
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class FakeFuture:
