@@ -40,6 +40,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from services.kit.db import is_postgres
+from services.kit.startup import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def _adopt_legacy(conn: Connection, migrations: Migrations) -> None:
     if version is None:
         return
     if version not in migrations.legacy:
-        raise RuntimeError(f"{migrations.service}: schema_migrations version {version} has no Alembic revision")
+        raise StartupError(f"the {migrations.service} database is at schema_migrations version {version}, "
+                           "which no Alembic revision matches (add it to the service's legacy map)")
     revision = migrations.legacy[version]
     log.info("adopting %s schema_migrations version %d as revision %s", migrations.service, version, revision)
     command.stamp(migrations.config(conn), revision)

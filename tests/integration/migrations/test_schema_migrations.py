@@ -130,3 +130,15 @@ def test_servers_starting_at_once_migrate_one_at_a_time_and_all_start(new_engine
         "exactly one starter migrated; the others found the schema at the newest revision"
     assert revision_of(first) == head
     assert schema_differences(first, CONNECTS) == []
+
+
+def test_a_former_version_no_revision_matches_is_one_clear_startup_error(new_engine):
+    from services.kit.startup import StartupError
+
+    engine = new_engine()
+    build_legacy_schema(engine, "ads")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO schema_migrations (service, version, name) VALUES ('ads', 2, 'v2')")
+    with pytest.raises(StartupError, match="schema_migrations version 2"):
+        upgrade(engine, ADS)
+    assert revision_of(engine) is None, "nothing was stamped"
