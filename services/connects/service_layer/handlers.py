@@ -242,8 +242,8 @@ def _apply(wallet: Wallet, env: Envelope, returnables: dict, now: datetime) -> R
         case c.IncreaseHold():
             hold = wallet.holds[cmd.hold_id]
             authorize(cmd, caller, hold.reason)
-            tx = wallet.increase_hold(hold_id=cmd.hold_id, new_amount=cmd.new_amount, now=now)
-            return Receipt(tx, cmd.hold_id, hold.expires_at, hold.amount, hold.reason)
+            grown = wallet.increase_hold(hold_id=cmd.hold_id, new_amount=cmd.new_amount, now=now)
+            return Receipt(grown, cmd.hold_id, hold.expires_at, hold.amount, hold.reason)
         case c.CaptureHold():
             authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
             return Receipt(wallet.capture(hold_id=cmd.hold_id, amount=cmd.amount, now=now))
