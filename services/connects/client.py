@@ -8,7 +8,7 @@ gets the ledger's first answer instead of moving Connects twice.
 Failures come back as the kit's DomainErrors with connects' reason, so a
 caller's interceptor maps them like its own (INSUFFICIENT_CONNECTS stays
 FAILED_PRECONDITION INSUFFICIENT_CONNECTS); a ledger that cannot be reached
-after the retries is `Unavailable("CONNECTS_UNAVAILABLE")`, which callers
+after the retries is `Unavailable("LEDGER_UNAVAILABLE")`, which callers
 treat as "unknown, retry with the same request_id".
 
 The gRPC adapter is blocking: use cases run on worker threads (the DB pool
@@ -117,7 +117,7 @@ def domain_error(exc: grpc.RpcError) -> errors.DomainError:
             reason, metadata = info.reason, dict(info.metadata)
     cls = _BY_CODE.get(code)
     if cls is None:
-        return errors.Unavailable("CONNECTS_UNAVAILABLE", f"the Connects ledger answered {code.name}; retry",
+        return errors.Unavailable("LEDGER_UNAVAILABLE", f"the Connects ledger answered {code.name}; retry",
                                   upstream_code=code.name)
     details = exc.details() if hasattr(exc, "details") else ""
     return cls(reason, f"connects: {details}", **metadata)
