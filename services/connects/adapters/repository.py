@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -411,15 +412,15 @@ class ExactSum:
 
     def __init__(self, conn: Connection, column: sa.ColumnElement[int]) -> None:
         self._pg = is_postgres(conn)
-        self.columns: list[sa.ColumnElement[int]] = (
+        self.columns: list[sa.ColumnElement[Any]] = (
             [sa.func.sum(column)] if self._pg
             else [sa.func.sum(column.op(">>")(32)), sa.func.sum(column.op("&")(0xFFFFFFFF))])
 
-    def of(self, row: Sequence[object], at: int) -> int:
+    def of(self, row: Sequence[Any], at: int) -> int:
         """The sum in `row`, whose `columns` start at index `at`."""
         if self._pg:
-            return int(row[at])  # type: ignore[call-overload]
-        return int(row[at]) * 2**32 + int(row[at + 1])  # type: ignore[call-overload]
+            return int(row[at])
+        return int(row[at]) * 2**32 + int(row[at + 1])
 
 
 def _table_rows(new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,
