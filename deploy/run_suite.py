@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from services.kit import backoff  # noqa: E402
 
 LOCAL = Path(os.environ.get("ADSMON_LOCAL", ROOT / ".local"))
-DEFAULT_PORTS = {"connects": (50051, 9101), "ads": (50052, 9102), "billing": (50053, 9103)}
+SERVICES = {"connects": (50051, 9101), "ads": (50052, 9102), "billing": (50053, 9103)}
 PROM_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 START_TIMEOUT = 60.0
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 30.0
@@ -63,7 +63,7 @@ def env_port(name: str, default: int) -> int:
 def service_ports() -> dict[str, tuple[int, int]]:
     return {name: (env_port(f"ADSMON_{name.upper()}_GRPC_PORT", grpc_port),
                    env_port(f"ADSMON_{name.upper()}_METRICS_PORT", metrics_port))
-            for name, (grpc_port, metrics_port) in DEFAULT_PORTS.items()}
+            for name, (grpc_port, metrics_port) in SERVICES.items()}
 
 
 def port_in_use(port: int) -> bool:
