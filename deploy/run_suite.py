@@ -154,15 +154,25 @@ def service_env(name: str, grpc_port: int, metrics_port: int, connects_port: int
     return env
 
 
-def prometheus_config(ports: dict[str, tuple[int, int]], prom_port: int) -> Path:
-    """The project's scrape config with this run's metrics ports and absolute rule file paths."""
+def scrape_config(metrics_ports: dict[str, int]) -> dict[str, object]:
+    """deploy/prometheus/prometheus.yml with absolute rule file paths, scraping only the services in
+    `metrics_ports` (name -> port) on loopback."""
     config = yaml.safe_load(PROM_CONFIG.read_text())
     config["rule_files"] = [str(PROM_CONFIG.parent / f) for f in config.get("rule_files", [])]
+    jobs = []
     for job in config["scrape_configs"]:
         service = job["job_name"].removeprefix("adsmon-")
-        if service in ports:
+        if service in metrics_ports:
             for static in job["static_configs"]:
-                static["targets"] = [f"127.0.0.1:{ports[service][1]}"]
+                static["targets"] = [f"127.0.0.1:{metrics_ports[service]}"]
+            jobs.append(job)
+    config["scrape_configs"] = jobs
+    return config
+
+
+def prometheus_config(ports: dict[str, tuple[int, int]], prom_port: int) -> Path:
+    """The project's scrape config with this run's metrics ports, written under .local/prometheus/."""
+    config = scrape_config({name: metrics for name, (_, metrics) in ports.items()})
     path = LOCAL / "prometheus" / f"suite-{prom_port}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Written by deploy/run_suite.py from deploy/prometheus/prometheus.yml; do not edit.\n"

@@ -2,6 +2,7 @@
 
     python -m deploy.sim --rate 30 --duration 120 --seed 7
     python -m deploy.sim --flows credits,proposals=10,jobs_cancelled   # only these (name[=weight])
+    python -m deploy.sim --services connects,marketplace               # only the ledger's flows
 
 Targets and Kafka come from the same settings as `make run`: ADSMON_<SVC>_GRPC_PORT (50051-50053),
 ADSMON_KAFKA_BOOTSTRAP, ADSMON_KAFKA_TOPIC_PREFIX, ADSMON_AUTH_SECRET_FILE. Ctrl-C stops it and prints the
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="the same seed repeats the same actions (default 1)")
     parser.add_argument("--namespace", default="", help="id prefix (default: sim<seed>-<time>); reuse it to replay")
     parser.add_argument("--flows", default="", help="comma-separated flow names, optionally name=weight")
+    parser.add_argument("--services", default="connects,marketplace,ads,billing",
+                        help="only flows exercising these (connects, marketplace = Kafka events, ads, billing)")
     parser.add_argument("--accounts", type=int, default=200, help="freelancers in the simulated market")
     args = parser.parse_args(argv)
     if args.rate <= 0:
@@ -77,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     namespace = args.namespace or f"sim{args.seed}-{int(time.time())}"
     sim = Sim(seed=args.seed, namespace=namespace, secret=secret, channels=channels, publish=publish,
               accounts=args.accounts)
-    flows = choose(all_flows(), args.flows)
+    services = {s.strip() for s in args.services.split(",") if s.strip()}
+    flows = choose([f for f in all_flows() if f.service in services], args.flows)
+    if not flows:
+        raise SystemExit("no flow left to run: check --services and --flows")
     print(f"simulating {', '.join(f.name for f in flows)} at {args.rate:g} events/s, seed {args.seed}, "
           f"namespace {namespace}; Ctrl-C stops", flush=True)
     tty = sys.stdout.isatty()
