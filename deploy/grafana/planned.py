@@ -69,13 +69,14 @@ BILLING_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 PLANNED_METRICS = {"ads": ADS_METRICS, "billing": BILLING_METRICS}
 
 
-def _suffixes(kind: str) -> tuple[str, ...]:
-    return ("_bucket", "_count", "_sum") if kind == "histogram" else ("",)
-
-
-def planned_series(service: str) -> set[str]:
-    """Every series name the service's planned metrics expose (histograms as _bucket/_count/_sum)."""
-    return {name + s for name, (kind, _, _) in PLANNED_METRICS[service].items() for s in _suffixes(kind)}
+def planned_series(service: str) -> dict[str, set[str]]:
+    """Series name -> label names, for every series the service's planned metrics expose (histograms as
+    _bucket (with le), _count and _sum)."""
+    out = {}
+    for name, (kind, labels, _) in PLANNED_METRICS[service].items():
+        for suffix in ("_bucket", "_count", "_sum") if kind == "histogram" else ("",):
+            out[name + suffix] = set(labels) | ({"le"} if suffix == "_bucket" else set())
+    return out
 
 
 A = 'job="adsmon-ads"'

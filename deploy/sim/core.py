@@ -73,6 +73,15 @@ class World:
     def open_job(self, rng: random.Random) -> Job | None:
         return rng.choice(self.jobs) if self.jobs else None
 
+    def pick_proposal(self, rng: random.Random) -> tuple[Job, str, str] | None:
+        """An open job that has proposals, one of them, and its freelancer."""
+        jobs = [j for j in self.jobs if j.proposals]
+        if not jobs:
+            return None
+        job = rng.choice(jobs)
+        proposal_id, freelancer = rng.choice(job.proposals)
+        return job, proposal_id, freelancer
+
     def close(self, job: Job) -> None:
         self.jobs.remove(job)
         self.closed += 1

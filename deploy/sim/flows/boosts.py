@@ -12,10 +12,10 @@ class Boosts:
     name, service, weight = "boosts", "ads", 2.0
 
     def step(self, sim: Sim) -> None:
-        job = sim.world.open_job(sim.rng)
-        if job is None or not job.proposals:
+        picked = sim.world.pick_proposal(sim.rng)
+        if picked is None:
             return
-        proposal_id, freelancer = sim.rng.choice(job.proposals)
+        job, proposal_id, freelancer = picked
         bid = sim.rng.choice((1, 2, 3, 5, 8, 10, 15, 20, 30, 50))
         request = pb.PlaceBidRequest(request_id=sim.id("bid"), job_id=job.job_id, proposal_id=proposal_id,
                                      freelancer_id=freelancer, bid_connects=bid)

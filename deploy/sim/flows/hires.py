@@ -11,11 +11,10 @@ class Hires:
     name, service, weight = "hires", "marketplace", 0.8
 
     def step(self, sim: Sim) -> None:
-        jobs = [j for j in sim.world.jobs if j.proposals]
-        if not jobs:
+        picked = sim.world.pick_proposal(sim.rng)
+        if picked is None:
             return
-        job = sim.rng.choice(jobs)
-        proposal_id, freelancer = sim.rng.choice(job.proposals)
+        job, proposal_id, freelancer = picked
         event = jobs_pb2.JobHired(job_id=job.job_id, proposal_id=proposal_id, freelancer_id=freelancer,
                                   contract_id=sim.id("contract"))
         event.hired_at.GetCurrentTime()

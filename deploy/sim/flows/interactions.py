@@ -16,10 +16,10 @@ class Interactions:
     name, service, weight = "interactions", "ads", 3.0
 
     def step(self, sim: Sim) -> None:
-        job = sim.world.open_job(sim.rng)
-        if job is None or not job.proposals:
+        picked = sim.world.pick_proposal(sim.rng)
+        if picked is None:
             return
-        proposal_id, _ = sim.rng.choice(job.proposals)
+        job, proposal_id, _ = picked
         kind = sim.rng.choices(_KINDS, (10, 6, 2, 1, 0.5, 1, 1))[0]
         request = pb.RecordInteractionRequest(request_id=sim.id("ix"), job_id=job.job_id, proposal_id=proposal_id,
                                               kind=kind)

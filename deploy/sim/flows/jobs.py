@@ -7,6 +7,7 @@ release its open holds: both consume these events.
 from __future__ import annotations
 
 from adsmon.marketplace.v1 import jobs_pb2
+from google.protobuf.message import Message
 
 from deploy.sim.core import CATEGORIES, PROPOSAL_COSTS, Job, Sim
 
@@ -29,34 +30,34 @@ class PostJobs:
             world.jobs.pop(0)
 
 
-class CancelJobs:
+class _EndJob:
+    """Ends a job whose proposals paid Connects (so there is something to return), else any open job."""
+
+    def event(self, sim: Sim, job: Job) -> Message:
+        raise NotImplementedError
+
+    def step(self, sim: Sim) -> None:
+        pool = [j for j in sim.world.jobs if j.spent] or sim.world.jobs
+        if not pool:
+            return
+        job = sim.rng.choice(pool)
+        sim.publish(self.event(sim, job), job.job_id)
+        sim.world.close(job)
+
+
+class CancelJobs(_EndJob):
     name, service, weight = "jobs_cancelled", "marketplace", 0.6
 
-    def step(self, sim: Sim) -> None:
-        job = _job_with_spends(sim)
-        if job is None:
-            return
+    def event(self, sim: Sim, job: Job) -> Message:
         event = jobs_pb2.JobCancelled(job_id=job.job_id)
         event.cancelled_at.GetCurrentTime()
-        sim.publish(event, job.job_id)
-        sim.world.close(job)
+        return event
 
 
-class RemoveJobs:
+class RemoveJobs(_EndJob):
     name, service, weight = "jobs_removed", "marketplace", 0.15
 
-    def step(self, sim: Sim) -> None:
-        job = _job_with_spends(sim)
-        if job is None:
-            return
+    def event(self, sim: Sim, job: Job) -> Message:
         event = jobs_pb2.JobRemoved(job_id=job.job_id, policy_reason=sim.rng.choice(("spam", "off_platform_payment")))
         event.removed_at.GetCurrentTime()
-        sim.publish(event, job.job_id)
-        sim.world.close(job)
-
-
-def _job_with_spends(sim: Sim) -> Job | None:
-    """A job whose proposals paid Connects, so the cancel or removal returns some (else any open job)."""
-    paid = [j for j in sim.world.jobs if j.spent]
-    pool = paid or sim.world.jobs
-    return sim.rng.choice(pool) if pool else None
+        return event

@@ -48,14 +48,6 @@ def exported() -> dict[str, set[str]]:
     return series
 
 
-def planned_series(service: str) -> dict[str, set[str]]:
-    out = {}
-    for name, (kind, labels, _) in planned.PLANNED_METRICS[service].items():
-        for suffix in (("_bucket", "_count", "_sum") if kind == "histogram" else ("",)):
-            out[name + suffix] = set(labels) | ({"le"} if suffix == "_bucket" else set())
-    return out
-
-
 def recorded() -> dict[str, set[str]]:
     rules = yaml.safe_load((PROM / "slo.yml").read_text())
     return {r["record"]: {"job"} for g in rules["groups"] for r in g["rules"] if "record" in r}
@@ -179,12 +171,12 @@ def test_dashboards_name_only_metrics_and_labels_the_services_export(name):
 
 @pytest.mark.parametrize("service", sorted(planned.PENDING))
 def test_planned_panels_name_only_their_documented_metrics(service):
-    known = exported() | planned_series(service)
+    known = exported() | planned.planned_series(service)
     panels = [p for spec in DASHBOARDS.values() for p in spec.panels() if p.planned == service]
     assert panels
     for panel in panels:
         for q in panel.queries:
-            assert metric_names(q.expr) & set(planned_series(service)), f"{panel.title} names no {service} metric"
+            assert metric_names(q.expr) & set(planned.planned_series(service)), f"{panel.title}: no {service} metric"
             problems = unknown_names_and_labels(q.expr, known)
             assert not problems, f"{panel.title}: {problems}"
 
@@ -194,14 +186,14 @@ def test_a_pending_service_exports_none_of_its_planned_metrics_yet(service):
     """Fails once the service registers one of them: time to add its module to METRIC_MODULES and drop it from
     PENDING, so its panels are checked against the code."""
     importlib.import_module(f"services.{service}.bootstrap")
-    shipped = set(planned_series(service)) & set(exported())  # exported() reads the whole registry
+    shipped = set(planned.planned_series(service)) & set(exported())  # exported() reads the whole registry
     assert not shipped, f"{service} now exports {sorted(shipped)}: check its panels against the code"
 
 
 def test_alerts_name_only_exported_recorded_or_planned_metrics():
     known = exported() | recorded()
     for service in planned.PENDING:
-        known |= planned_series(service)
+        known |= planned.planned_series(service)
     for rule in alert_rules():
         problems = unknown_names_and_labels(rule["expr"], known)
         assert not problems, f"{rule['alert']}: {problems}"
