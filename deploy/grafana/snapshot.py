@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -61,7 +62,9 @@ def query_range(base: str, expr: str, start: float, end: float, step: float) -> 
 def legend(fmt: str, metric: dict[str, str]) -> str:
     if not fmt or fmt == "__auto":
         return ",".join(f"{k}={v}" for k, v in sorted(metric.items()) if k != "__name__") or "value"
-    return LEGEND_RE.sub(lambda m: metric.get(m.group(1), ""), fmt).strip() or "value"
+    if not any(metric.get(name) for name in LEGEND_RE.findall(fmt)):
+        return "none (0)" if not metric else ",".join(f"{k}={v}" for k, v in sorted(metric.items()))
+    return LEGEND_RE.sub(lambda m: metric.get(m.group(1), ""), fmt).strip()
 
 
 def panel_series(base: str, panel: Panel, start: float, end: float, step: float) -> list[Series]:
@@ -89,8 +92,8 @@ def draw(ax: Any, panel: Panel, series: list[Series], why_empty: str, time_forma
     ax.set_title(panel.title, fontsize=9, loc="left")
     ax.tick_params(labelsize=7)
     if not series:
-        ax.text(0.5, 0.5, f"no data\n{why_empty}", ha="center", va="center", fontsize=8, color="grey", wrap=True,
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no data\n" + textwrap.fill(why_empty, 60), ha="center", va="center", fontsize=8,
+                color="grey", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
         return
