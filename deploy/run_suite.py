@@ -20,6 +20,7 @@ Ports: ADSMON_<SVC>_GRPC_PORT, ADSMON_<SVC>_METRICS_PORT, ADSMON_PROM_PORT.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -187,7 +188,7 @@ def build_children(ports: dict[str, tuple[int, int]], prom_port: int) -> list[Ch
         children.append(Child(
             name, [sys.executable, "-m", f"services.{name}"],
             service_env(name, grpc_port, metrics_port, ports["connects"][0]),
-            logs / f"{name}.log", lambda p=grpc_port: grpc_serving(p),
+            logs / f"{name}.log", functools.partial(grpc_serving, grpc_port),
             f"grpc 127.0.0.1:{grpc_port}  metrics http://127.0.0.1:{metrics_port}/metrics"))
     binary = shutil.which("prometheus")
     if binary is None:

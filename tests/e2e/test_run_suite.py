@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,24 @@ def run_suite(tmp_path: Path, kafka_bootstrap: str, secret_file: Path) -> Iterat
                 proc.kill()
 
 
+def prom_api(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=5) as reply:
+        return json.load(reply)["data"]
+
+
+def prometheus_scrapes_the_suite_with_the_project_rules(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        targets = prom_api(port, "targets")["activeTargets"]
+        if sorted(t["labels"]["job"] for t in targets if t["health"] == "up") == [f"adsmon-{s}" for s in
+                                                                                 sorted(SERVICES)]:
+            break
+        assert time.monotonic() < deadline, f"targets not all up: {targets}"
+        time.sleep(1)
+    groups = {g["name"] for g in prom_api(port, "rules")["groups"]}
+    assert {"adsmon-slo", "adsmon-slo-burn", "adsmon-targets"} <= groups
+
+
 def test_the_suite_and_prometheus_come_up_and_a_killed_service_comes_back_while_the_others_serve(run_suite):
     from tests.e2e.conftest import ServiceProcess
 
@@ -85,6 +105,7 @@ def test_the_suite_and_prometheus_come_up_and_a_killed_service_comes_back_while_
     console.wait_for(rf"all up\. .*Prometheus http://127\.0\.0\.1:{ports['prometheus']}")
     console.wait_for(rf"prometheus\s+SERVING\s+http://127\.0\.0\.1:{ports['prometheus']}")
     pids = {name: int(console.wait_for(rf"{name}\s+SERVING .*pid (\d+)").group(1)) for name in SERVICES}
+    prometheus_scrapes_the_suite_with_the_project_rules(ports["prometheus"])
 
     mark = len(console.lines)
     os.kill(pids["connects"], signal.SIGKILL)

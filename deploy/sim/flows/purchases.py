@@ -27,7 +27,7 @@ class Purchases:
                              pb.ListBundlesRequest(account_type=pb.ACCOUNT_TYPE_FREELANCER))
             self.bundles = [b.bundle_id for b in reply.bundles] if reply is not None else []
             return
-        methods, weights = zip(*PAYMENT_METHODS, strict=True)
+        methods, weights = [m for m, _ in PAYMENT_METHODS], [w for _, w in PAYMENT_METHODS]
         request = pb.PurchaseConnectsRequest(request_id=sim.id("buy"), account_id=sim.rng.choice(sim.world.freelancers),
                                              payment_method=sim.rng.choices(methods, weights)[0],
                                              account_type=pb.ACCOUNT_TYPE_FREELANCER)
