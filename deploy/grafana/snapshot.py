@@ -107,7 +107,9 @@ def draw(ax: Any, panel: Panel, series: list[Series], why_empty: str, time_forma
     for s in series[:MAX_SERIES]:
         ax.plot([datetime.fromtimestamp(t, UTC) for t in s.times], s.values, linewidth=1, label=s.label[:48])
     ax.xaxis.set_major_formatter(mdates.DateFormatter(time_format))
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+    locator = mdates.AutoDateLocator(maxticks=6)
+    locator.intervald[mdates.SECONDLY] = [5, 10, 15, 30]  # short windows (the e2e test's minute)
+    ax.xaxis.set_major_locator(locator)
     ax.yaxis.set_major_formatter(_formatter(panel.unit))
     ax.set_ylim(bottom=min(0.0, *(min(s.values) for s in series)))
     ax.grid(alpha=0.3)
