@@ -32,6 +32,12 @@ class EchoServicer:
     async def Crash(self, request: bytes, context) -> bytes:
         raise RuntimeError("password=hunter2 leaked in an exception")
 
+    async def Unbuilt(self, request: bytes, context) -> bytes:
+        # What a generated servicer base class does for a method nobody implemented.
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
     async def Typed(self, request: health_pb2.HealthCheckRequest, context) -> bytes:
         return request.service.encode()
 
@@ -43,7 +49,7 @@ class EchoServicer:
 def add_echo(servicer: EchoServicer, server: grpc.aio.Server) -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
-        for name in ("Echo", "Refuse", "Crash", "Remaining")
+        for name in ("Echo", "Refuse", "Crash", "Remaining", "Unbuilt")
     }
     handlers["Typed"] = grpc.unary_unary_rpc_method_handler(
         servicer.Typed, request_deserializer=health_pb2.HealthCheckRequest.FromString)
@@ -125,6 +131,14 @@ async def test_unexpected_exception_is_internal_without_leaking_its_text(server)
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in err.value.details()
     assert error_info(err.value).reason == "INTERNAL"
+
+
+async def test_a_method_not_implemented_yet_is_unimplemented_not_internal(server):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(server.app.grpc_port, "Unbuilt", token=mint_token(SECRET, "tests"))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_info(err.value).reason == "NOT_IMPLEMENTED"
+    assert "Unbuilt" in err.value.details()
 
 
 async def test_handled_counter_uses_go_grpc_prometheus_labels(server):
