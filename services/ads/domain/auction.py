@@ -112,6 +112,7 @@ class Bid:
     opens: int = 0
     views: int = 0
     updated_at: datetime | None = None
+    request_id: str = ""  # the PlaceBid request waiting for the ledger's answer, if any
 
     @property
     def ranked(self) -> bool:
@@ -193,7 +194,7 @@ class Auction:
     # -- bidding ---------------------------------------------------------------------------------
 
     def begin_bid(self, *, bid_id: str, proposal_id: str, freelancer_id: str, amount: int,
-                  now: datetime) -> tuple[Bid, bool]:
+                  now: datetime, request_id: str = "") -> tuple[Bid, bool]:
         """Validate a bid or raise and record it as pending; returns (bid, raised).
 
         The caller then asks the ledger (hold or increase) with `bid.pending_request_id` and reports the
@@ -209,7 +210,7 @@ class Auction:
         existing = self.bids.get(proposal_id)
         if existing is None:
             bid = Bid(bid_id=bid_id, job_id=self.job_id, proposal_id=proposal_id, freelancer_id=freelancer_id,
-                      amount=amount, placed_at=now, seq=len(self.bids), updated_at=now)
+                      amount=amount, placed_at=now, seq=len(self.bids), updated_at=now, request_id=request_id)
             self.bids[proposal_id] = bid
             return bid, False
         if existing.freelancer_id != freelancer_id:
@@ -221,6 +222,7 @@ class Auction:
         existing.raises += 1
         existing.pending_amount = amount
         existing.updated_at = now
+        existing.request_id = request_id
         return existing, True
 
     def confirm_bid(self, proposal_id: str, hold_id: str, now: datetime) -> SettlementStep | None:
@@ -241,6 +243,7 @@ class Auction:
             bid.state = BidState.HELD
         bid.hold_id = hold_id or bid.hold_id
         bid.updated_at = now
+        bid.request_id = ""
         rank = self.rank_of(proposal_id)
         if raised:
             self.facts.append(ev.BidRaised(self.job_id, proposal_id, bid.freelancer_id, previous, bid.amount,
@@ -263,6 +266,7 @@ class Auction:
         else:
             bid.pending_amount = 0
             bid.updated_at = now
+            bid.request_id = ""
 
     # -- client actions --------------------------------------------------------------------------
 

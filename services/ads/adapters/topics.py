@@ -1,0 +1,6 @@
+"""The topics ads produces and consumes (names before the configured namespace prefix)."""
+
+from services.kit.kafka import ADS_TOPIC, MARKETPLACE_JOBS_TOPIC
+
+PRODUCES = (ADS_TOPIC,)
+CONSUMES = (MARKETPLACE_JOBS_TOPIC,)
