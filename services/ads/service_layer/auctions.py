@@ -30,6 +30,7 @@ from services.ads.domain.auction import (
     is_placebo,
     raise_request_id,
 )
+from services.ads.domain.events import Fact
 from services.ads.service_layer import views
 from services.ads.service_layer.metrics import Metrics, NoMetrics
 from services.ads.service_layer.unit_of_work import AdsUnitOfWork, RequestInProgress
@@ -52,7 +53,8 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def publish_facts(uow: AdsUnitOfWork, facts: list, now: datetime, causation_id: str | None = None) -> None:  # type: ignore[type-arg]
+def publish_facts(uow: AdsUnitOfWork, facts: list[Fact], now: datetime, causation_id: str | None = None) -> None:
+    """Queue the facts in the outbox (same transaction) and forget them."""
     for fact in facts:
         uow.publish(ADS_TOPIC, to_event(fact, now, causation_id))
     facts.clear()
