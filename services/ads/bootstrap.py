@@ -6,7 +6,9 @@ UNIMPLEMENTED (the generated base) until the promoted servicer is wired in here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,7 +66,12 @@ async def build_app(config: AdsConfig, *, clock: Callable[[], datetime] = utc_no
     if config.consume_jobs:
         components.append(consumer(base, engine, jobs_consumer.GROUP_ID, [MARKETPLACE_JOBS_TOPIC],
                                    jobs_consumer.make_handler(clock, auction_settings, metrics, settler.wake)))
-    servicer = AdsServicer(uow_factory, client, clock, db.run, auction_settings=auction_settings,
+    handlers = ThreadPoolExecutor(max_workers=config.handler_threads, thread_name_prefix="ads-handler")
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(handlers, fn, *args)
+
+    servicer = AdsServicer(uow_factory, client, clock, run, auction_settings=auction_settings,
                            badge_settings=badge_settings, searches=searches, metrics=metrics,
                            on_closed=settler.wake)
     close_client = getattr(client, "close", None)
@@ -73,5 +80,5 @@ async def build_app(config: AdsConfig, *, clock: Callable[[], datetime] = utc_no
         services=[ServiceRegistration(SERVICE_NAME, ads_pb2_grpc.add_AdsServiceServicer_to_server, servicer,
                                       POLICY)],
         components=components,
-        on_close=[db.close, *([close_client] if close_client else [])],
+        on_close=[handlers.shutdown, db.close, *([close_client] if close_client else [])],
     )

@@ -28,6 +28,7 @@ class AdsConfig:
     settlement_interval_seconds: float = 1.0
     settlement_concurrency: int = 8
     consume_jobs: bool = True
+    handler_threads: int = 32  # PlaceBid and StartBadge wait on the ledger: more threads than DB connections
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AdsConfig:
@@ -60,4 +61,5 @@ class AdsConfig:
             settlement_interval_seconds=env.float("SETTLEMENT_INTERVAL_SECONDS", 1.0, lo=0.05, hi=3600.0),
             settlement_concurrency=env.int("SETTLEMENT_CONCURRENCY", 8, lo=1, hi=64),
             consume_jobs=env.bool("CONSUME_JOBS", True),
+            handler_threads=env.int("HANDLER_THREADS", 32, lo=1, hi=512),
         )

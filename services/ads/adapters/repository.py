@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import Event
-from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from services.ads.adapters.tables import auctions, badge_charges, badge_prices, badges, bids, requests, steps
@@ -25,6 +25,7 @@ from services.ads.domain.auction import (
 from services.ads.domain.badge import Badge, BadgeState, Charge, StopReason
 from services.ads.service_layer import unit_of_work as ports
 from services.kit import outbox
+from services.kit.db import is_postgres
 from services.kit.uow import SqlAlchemyUnitOfWork
 
 
@@ -39,6 +40,13 @@ def _at(value: datetime | None) -> datetime:
     result = aware(value)
     assert result is not None
     return result
+
+
+def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """INSERT unless the key exists (no savepoint round trips); False if it existed."""
+    dialect = postgresql if is_postgres(conn) else sqlite
+    result = conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 def _bid_row(bid: Bid) -> dict[str, Any]:
@@ -84,11 +92,8 @@ class SqlAuctionRepository(ports.AuctionRepository):
                        bids={b.proposal_id: b for b in loaded})
 
     def add(self, auction: Auction) -> None:
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(auctions.insert().values(**_auction_row(auction)))
-        except sa_exc.IntegrityError:
-            raise ports.RequestInProgress(f"job:{auction.job_id}") from None
+        if not insert_new(self.conn, auctions, _auction_row(auction)):
+            raise ports.RequestInProgress(f"job:{auction.job_id}")
         self._loaded[auction.job_id] = {}
         self._write_bids(auction)
 
@@ -191,13 +196,10 @@ class SqlRequestRepository(ports.RequestRepository):
         return ports.StoredRequest(row["method"], row["fingerprint"], row["status"] == "DONE", row["answer"])
 
     def add(self, request_id: str, method: str, fingerprint: str, now: datetime, answer: str | None = None) -> None:
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(requests.insert().values(
-                    request_id=request_id, method=method, fingerprint=fingerprint,
-                    status="DONE" if answer is not None else "PENDING", answer=answer, created_at=now))
-        except sa_exc.IntegrityError:
-            raise ports.RequestInProgress(request_id) from None
+        if not insert_new(self.conn, requests, {
+                "request_id": request_id, "method": method, "fingerprint": fingerprint,
+                "status": "DONE" if answer is not None else "PENDING", "answer": answer, "created_at": now}):
+            raise ports.RequestInProgress(request_id)
 
     def complete(self, request_id: str, answer: str) -> None:
         self.conn.execute(requests.update().where(requests.c.request_id == request_id)
@@ -242,11 +244,8 @@ class SqlBadgeRepository(ports.BadgeRepository):
             self.conn.execute(badges.update().where(badges.c.freelancer_id == badge.freelancer_id).values(
                 **{k: v for k, v in row.items() if k != "freelancer_id"}))
         else:
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(badges.insert().values(**row))
-            except sa_exc.IntegrityError:
-                raise ports.RequestInProgress(f"badge:{badge.freelancer_id}") from None
+            if not insert_new(self.conn, badges, row):
+                raise ports.RequestInProgress(f"badge:{badge.freelancer_id}")
             self._known.add(badge.freelancer_id)
 
     def claim_due(self, now: datetime, limit: int) -> list[str]:
@@ -319,13 +318,8 @@ class SqlPriceRepository(ports.PriceRepository):
 
     def put(self, category: str, price: int, now: datetime, *, previous: int | None) -> bool:
         if previous is None:
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(badge_prices.insert().values(category=category, weekly_price=price,
-                                                                   updated_at=now))
-                return True
-            except sa_exc.IntegrityError:
-                return False
+            return insert_new(self.conn, badge_prices, {"category": category, "weekly_price": price,
+                                                        "updated_at": now})
         result = self.conn.execute(badge_prices.update().where(badge_prices.c.category == category,
                                                                badge_prices.c.weekly_price == previous)
                                    .values(weekly_price=price, updated_at=now))
