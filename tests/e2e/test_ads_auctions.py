@@ -212,6 +212,26 @@ def test_a_repeated_place_bid_holds_once(clients: Clients) -> None:
     assert reason_of(reused.value) == "REQUEST_ID_REUSED"
 
 
+def test_a_raised_bid_grows_its_hold_and_is_captured_at_the_new_amount(clients: Clients) -> None:
+    job, f = organic_job(), unique("fl")
+    clients.fund(f, 12)
+    first = clients.bid(job, "p1", f, 4)
+    raised = clients.call(clients.ads, "PlaceBid", apb.PlaceBidRequest(
+        request_id=unique("bid"), job_id=job, proposal_id="p1", freelancer_id=f, bid_connects=10))
+    assert raised.raised and raised.bid.bid_connects == 10 and raised.bid.hold_id == first.hold_id
+    assert (clients.balance(f).available, clients.balance(f).held) == (2, 10)
+    with pytest.raises(grpc.RpcError) as refused:
+        clients.bid(job, "p1", f, 13)  # 3 more than the wallet has
+    assert reason_of(refused.value) == "INSUFFICIENT_CONNECTS"
+    assert (clients.balance(f).available, clients.balance(f).held) == (2, 10)
+    assert clients.auction(job).bids[0].bid_connects == 10
+    clients.close(job)
+    assert clients.wait_closed(job).bids[0].state == apb.BID_STATE_CHARGED
+    assert (clients.balance(f).available, clients.balance(f).held) == (2, 0)
+    captures = [t for t in clients.transactions(f) if t.kind == cpb.TRANSACTION_KIND_CAPTURE]
+    assert [t.amount for t in captures] == [10]
+
+
 def publish_job_event(kafka_bootstrap: str, job: str, message: Any) -> None:
     producer = make_producer(kafka_bootstrap, client_id="tests-marketplace")
     try:
