@@ -326,17 +326,21 @@ class SqlPriceRepository(ports.PriceRepository):
         return bool(result.rowcount)
 
 
+def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
+    uow.auctions = SqlAuctionRepository(conn)
+    uow.steps = SqlStepRepository(conn)
+    uow.requests = SqlRequestRepository(conn)
+    uow.badges = SqlBadgeRepository(conn)
+    uow.charges = SqlChargeRepository(conn)
+    uow.prices = SqlPriceRepository(conn)
+
+
 class SqlAlchemyAdsUnitOfWork(SqlAlchemyUnitOfWork, ports.AdsUnitOfWork):
     def __init__(self, engine: Engine, *, after_commit: Callable[[], Any] | None = None) -> None:
         super().__init__(engine, after_commit=after_commit)
 
     def open_repositories(self, conn: Connection) -> None:
-        self.auctions = SqlAuctionRepository(conn)
-        self.steps = SqlStepRepository(conn)
-        self.requests = SqlRequestRepository(conn)
-        self.badges = SqlBadgeRepository(conn)
-        self.charges = SqlChargeRepository(conn)
-        self.prices = SqlPriceRepository(conn)
+        _open_repositories(self, conn)
 
 
 class BoundAdsUnitOfWork(ports.AdsUnitOfWork):
@@ -346,12 +350,7 @@ class BoundAdsUnitOfWork(ports.AdsUnitOfWork):
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-        self.auctions = SqlAuctionRepository(conn)
-        self.steps = SqlStepRepository(conn)
-        self.requests = SqlRequestRepository(conn)
-        self.badges = SqlBadgeRepository(conn)
-        self.charges = SqlChargeRepository(conn)
-        self.prices = SqlPriceRepository(conn)
+        _open_repositories(self, conn)
 
     def publish(self, topic: str, event: Event) -> None:
         outbox.add(self.conn, topic, event)

@@ -33,7 +33,7 @@ from services.ads.domain.auction import (
 from services.ads.domain.events import Fact
 from services.ads.service_layer import views
 from services.ads.service_layer.metrics import Metrics, NoMetrics
-from services.ads.service_layer.unit_of_work import AdsUnitOfWork, RequestInProgress
+from services.ads.service_layer.unit_of_work import AdsUnitOfWork, RequestInProgress, StoredRequest
 from services.connects.client import AbstractConnectsClient
 from services.kit.errors import AlreadyExists, DomainError, InvalidArgument, Unavailable, require
 
@@ -60,14 +60,20 @@ def publish_facts(uow: AdsUnitOfWork, facts: list[Fact], now: datetime, causatio
     facts.clear()
 
 
-def _replay(uow: AdsUnitOfWork, request_id: str, fp: str) -> str | None:
-    """The stored answer of a repeated request; REQUEST_ID_REUSED if the request differs."""
+def stored_request(uow: AdsUnitOfWork, request_id: str, fp: str) -> StoredRequest | None:
+    """The request as first recorded, if this request_id was seen; REQUEST_ID_REUSED if the request differs."""
     stored = uow.requests.get(request_id)
-    if stored is None:
-        return None
-    if stored.fingerprint != fp:
+    if stored is not None and stored.fingerprint != fp:
         raise AlreadyExists("REQUEST_ID_REUSED", f"request_id {request_id} was used for a different request",
                             field="request_id")
+    return stored
+
+
+def _replay(uow: AdsUnitOfWork, request_id: str, fp: str) -> str | None:
+    """The stored answer of a repeated request ("" while it waits for the ledger; None if new)."""
+    stored = stored_request(uow, request_id, fp)
+    if stored is None:
+        return None
     return stored.answer if stored.done else ""
 
 

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from services.ads.domain import events as ev
 from services.ads.domain.badge import MAX_WEEKLY_MAX, WEEK, Badge, Charge, Pricing, StopReason, charge_interval
 from services.ads.service_layer import views
-from services.ads.service_layer.auctions import UowFactory, publish_facts
+from services.ads.service_layer.auctions import UowFactory, publish_facts, stored_request
 from services.ads.service_layer.metrics import Metrics, NoMetrics
-from services.ads.service_layer.unit_of_work import AdsUnitOfWork, SearchCounter, StoredRequest
+from services.ads.service_layer.unit_of_work import AdsUnitOfWork, SearchCounter
 from services.connects.client import AbstractConnectsClient
-from services.kit.errors import AlreadyExists, DomainError, Unavailable, require
+from services.kit.errors import DomainError, Unavailable, require
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ class BadgeSettings:
 
 def badge_reference(badge_id: str) -> str:
     return f"badge:{badge_id}"
-
-
-def _stored(uow: AdsUnitOfWork, request_id: str, fp: str) -> StoredRequest | None:
-    stored = uow.requests.get(request_id)
-    if stored is not None and stored.fingerprint != fp:
-        raise AlreadyExists("REQUEST_ID_REUSED", f"request_id {request_id} was used for a different request",
-                            field="request_id")
-    return stored
 
 
 def current_price(uow: AdsUnitOfWork, category: str, pricing: Pricing, searches: SearchCounter,
@@ -73,7 +65,7 @@ def start_badge(uow_factory: UowFactory, connects: AbstractConnectsClient, reque
     require(1 <= weekly_max <= MAX_WEEKLY_MAX, "weekly_max_connects", f"must be between 1 and {MAX_WEEKLY_MAX}")
     fp = views.fingerprint("StartBadge", freelancer_id, category, weekly_max)
     with uow_factory() as uow:
-        replay = _stored(uow, request_id, fp)
+        replay = stored_request(uow, request_id, fp)
         badge = uow.badges.get(freelancer_id) or Badge(freelancer_id)
         if replay is not None and replay.done:
             return views.badge_view(badge, badge.weekly_price)
@@ -148,7 +140,7 @@ def stop_badge(uow_factory: UowFactory, request_id: str, freelancer_id: str, now
     _validate(freelancer_id, request_id)
     fp = views.fingerprint("StopBadge", freelancer_id)
     with uow_factory() as uow:
-        if not _stored(uow, request_id, fp):
+        if not stored_request(uow, request_id, fp):
             badge = uow.badges.get(freelancer_id)
             if badge is not None and badge.stop(StopReason.USER, now):
                 uow.badges.save(badge)
