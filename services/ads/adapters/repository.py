@@ -76,6 +76,7 @@ class SqlAuctionRepository(ports.AuctionRepository):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._loaded: dict[str, dict[str, dict[str, Any]]] = {}  # job -> bid_id -> row as loaded
+        self._rows: dict[str, dict[str, Any]] = {}  # job -> auction row as loaded (unchanged rows are not written)
 
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None:
         query = sa.select(auctions).where(auctions.c.job_id == job_id)
@@ -85,22 +86,27 @@ class SqlAuctionRepository(ports.AuctionRepository):
         bid_rows = self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings().all()
         loaded = [_bid(r) for r in bid_rows]
         self._loaded[job_id] = {b.bid_id: _bid_row(b) for b in loaded}
-        return Auction(job_id=row["job_id"], placebo=row["placebo"], opened_at=_at(row["opened_at"]),
+        auction = Auction(job_id=row["job_id"], placebo=row["placebo"], opened_at=_at(row["opened_at"]),
                        closes_at=_at(row["closes_at"]), status=AuctionStatus(row["status"]),
                        closed_at=aware(row["closed_at"]),
                        close_reason=CloseReason(row["close_reason"]) if row["close_reason"] else None,
                        bids={b.proposal_id: b for b in loaded})
+        self._rows[job_id] = _auction_row(auction)
+        return auction
 
     def add(self, auction: Auction) -> None:
         if not insert_new(self.conn, auctions, _auction_row(auction)):
             raise ports.RequestInProgress(f"job:{auction.job_id}")
         self._loaded[auction.job_id] = {}
+        self._rows[auction.job_id] = _auction_row(auction)
         self._write_bids(auction)
 
     def save(self, auction: Auction) -> None:
         row = _auction_row(auction)
-        self.conn.execute(auctions.update().where(auctions.c.job_id == auction.job_id).values(
-            **{k: v for k, v in row.items() if k != "job_id"}))
+        if self._rows.get(auction.job_id) != row:
+            self.conn.execute(auctions.update().where(auctions.c.job_id == auction.job_id).values(
+                **{k: v for k, v in row.items() if k != "job_id"}))
+            self._rows[auction.job_id] = row
         self._write_bids(auction)
 
     def _write_bids(self, auction: Auction) -> None:

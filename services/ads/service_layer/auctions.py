@@ -23,6 +23,8 @@ from services.ads.domain import errors
 from services.ads.domain.auction import (
     Auction,
     AuctionStatus,
+    Bid,
+    BidState,
     CloseReason,
     Interaction,
     hold_reference,
@@ -118,11 +120,31 @@ def place_bid(uow_factory: UowFactory, connects: AbstractConnectsClient, cmd: Pl
     if isinstance(result, views.PlaceBidResult):
         return result
     return finish_bid(uow_factory, connects, cmd.job_id, cmd.proposal_id, now, settings, metrics,
-                      request_id=cmd.request_id)
+                      request_id=cmd.request_id, pending=result)
+
+
+@dataclass(frozen=True)
+class PendingBid:
+    """What the ledger call of a pending bid needs (read in the transaction that recorded it)."""
+
+    ledger_id: str
+    is_new: bool
+    bid_id: str
+    freelancer_id: str
+    amount: int
+    hold_id: str
+    new_amount: int
+    raises: int
+    request_id: str
+
+    @classmethod
+    def of(cls, bid: Bid, ledger_id: str) -> PendingBid:
+        return cls(ledger_id, bid.state is BidState.PENDING, bid.bid_id, bid.freelancer_id, bid.amount,
+                   bid.hold_id, bid.pending_amount, bid.raises, bid.request_id)
 
 
 def _begin_bid(uow_factory: UowFactory, cmd: PlaceBid, fp: str, now: datetime, settings: AuctionSettings,
-               metrics: Metrics) -> views.PlaceBidResult | None:
+               metrics: Metrics) -> views.PlaceBidResult | PendingBid | None:
     with uow_factory() as uow:
         answer = _replay(uow, cmd.request_id, fp)
         if answer:
@@ -152,25 +174,31 @@ def _begin_bid(uow_factory: UowFactory, cmd: PlaceBid, fp: str, now: datetime, s
         uow.requests.add(cmd.request_id, "PlaceBid", fp, now, result.to_json() if result else None)
         publish_facts(uow, auction.facts, now, cmd.request_id)
         uow.commit()
-    return result
+    if result is not None:
+        return result
+    ledger_id = bid.pending_request_id
+    assert ledger_id is not None
+    return PendingBid.of(bid, ledger_id)
 
 
 def finish_bid(uow_factory: UowFactory, connects: AbstractConnectsClient, job_id: str, proposal_id: str,
                now: datetime, settings: AuctionSettings, metrics: Metrics | None = None, *,
-               request_id: str | None = None) -> views.PlaceBidResult:
+               request_id: str | None = None, pending: PendingBid | None = None) -> views.PlaceBidResult:
     """Ask the ledger for a pending bid's hold (or raise) and record its answer (safe to repeat)."""
     metrics = metrics or NoMetrics()
-    with uow_factory() as uow:
-        auction = uow.auctions.get(job_id, lock=False)
-        bid = auction.bids.get(proposal_id) if auction else None
-        if auction is None or bid is None:
-            raise Unavailable("BID_NOT_FOUND", f"the pending bid of {proposal_id} is gone; retry")
-        ledger_id = bid.pending_request_id
-        if ledger_id is None:
-            return views.PlaceBidResult(views.bid_view(auction, bid), bid.raises > 0)
-        pending = (bid.state.value == "PENDING", bid.bid_id, bid.freelancer_id, bid.amount, bid.hold_id,
-                   bid.pending_amount, bid.raises, bid.request_id)
-    is_new, bid_id, freelancer_id, amount, hold_id, new_amount, raises, bid_request = pending
+    if pending is None:
+        with uow_factory() as uow:
+            auction = uow.auctions.get(job_id, lock=False)
+            bid = auction.bids.get(proposal_id) if auction else None
+            if auction is None or bid is None:
+                raise Unavailable("BID_NOT_FOUND", f"the pending bid of {proposal_id} is gone; retry")
+            waiting = bid.pending_request_id
+            if waiting is None:
+                return views.PlaceBidResult(views.bid_view(auction, bid), bid.raises > 0)
+            pending = PendingBid.of(bid, waiting)
+    ledger_id, is_new, bid_id, freelancer_id = pending.ledger_id, pending.is_new, pending.bid_id, pending.freelancer_id
+    amount, hold_id, new_amount, raises, bid_request = (pending.amount, pending.hold_id, pending.new_amount,
+                                                        pending.raises, pending.request_id)
     try:
         if is_new:
             move = connects.hold(hold_request_id(bid_id), freelancer_id, amount, "BOOST",
