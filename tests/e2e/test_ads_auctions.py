@@ -322,3 +322,28 @@ def test_sigkill_while_closing_50_auctions_then_restart_finishes_every_close_exa
         resolved = [t.hold_id for t in txs if t.kind in (cpb.TRANSACTION_KIND_CAPTURE, cpb.TRANSACTION_KIND_RELEASE)]
         assert sorted(holds) == sorted(resolved), "every hold resolved exactly once"
         assert sum(t.amount for t in txs if t.kind == cpb.TRANSACTION_KIND_CAPTURE) == expected[f]
+
+
+def test_metrics_show_bids_settlement_and_badges(services: dict[str, ServiceProcess], clients: Clients) -> None:
+    import urllib.request
+
+    job, f = organic_job(), unique("fl")
+    clients.fund(f, 30)
+    clients.bid(job, "p1", f, 2)
+    clients.close(job)
+    clients.wait_closed(job)
+    clients.call(clients.ads, "StartBadge", apb.StartBadgeRequest(request_id=unique("badge"), freelancer_id=f,
+                                                                  weekly_max_connects=10, category="python"))
+    deadline, text = time.monotonic() + 20, ""
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{services['ads'].metrics_port}/metrics", timeout=5
+                                      ).read().decode()
+        if "ads_badges_active 1.0" in text or "ads_badges_active 2.0" in text:
+            break
+        time.sleep(1)
+    for series in ('ads_bids_total{kind="placed",placebo="false"}', 'ads_settlement_steps_total{action="CAPTURE"',
+                   "ads_settlement_backlog 0.0", "ads_settlement_oldest_step_age_seconds 0.0",
+                   "ads_badge_charges_total 1.0", "ads_placebo_share_configured 0.02", "ads_auctions_open",
+                   'worker_up{service="ads",worker="settlement"} 1.0'):
+        assert series in text, series
+    assert clients.balance(f).available == 27  # 2 captured, 1 for the badge's first charge
