@@ -167,6 +167,14 @@ class Auction:
         auction.facts.append(ev.AuctionOpened(job_id, placebo, auction.closes_at))
         return auction
 
+    def posted(self, posted_at: datetime, length: timedelta) -> bool:
+        """JobPosted arrived for an auction its first bid opened: it runs from the posting time. False if it
+        already did, or is no longer open."""
+        if self.status is not AuctionStatus.OPEN or self.opened_at == posted_at:
+            return False
+        self.opened_at, self.closes_at = posted_at, posted_at + length
+        return True
+
     # -- reading ---------------------------------------------------------------------------------
 
     def ranking(self) -> list[Bid]:

@@ -350,8 +350,12 @@ def close_auction(uow_factory: UowFactory, request_id: str, job_id: str, reason:
 
 def open_auction(uow: AdsUnitOfWork, job_id: str, posted_at: datetime, now: datetime, settings: AuctionSettings,
                  metrics: Metrics, causation_id: str | None = None) -> bool:
-    """JobPosted: open the job's auction (closing `length` after posting); False if it exists already."""
-    if uow.auctions.get(job_id) is not None:
+    """JobPosted: open the job's auction (closing `length` after posting); an auction a first bid opened
+    before the event arrived is re-timed to the posting. False if nothing was opened."""
+    existing = uow.auctions.get(job_id)
+    if existing is not None:
+        if existing.posted(posted_at, settings.length):
+            uow.auctions.save(existing)
         return False
     auction = _open_new(job_id, posted_at, settings, metrics)
     uow.auctions.add(auction)

@@ -216,3 +216,12 @@ def test_placebo_selection_is_a_stable_hash_near_the_configured_share() -> None:
     assert chosen == [j for j in jobs if is_placebo(j, 0.02)]  # every replica agrees
     assert not any(is_placebo(j, 0.0) for j in jobs[:500]) and all(is_placebo(j, 1.0) for j in jobs[:500])
     assert set(chosen) <= {j for j in jobs if is_placebo(j, 0.05)}  # a larger share keeps the smaller's jobs
+
+
+def test_a_late_job_posted_retimes_an_auction_its_first_bid_opened() -> None:
+    a = Auction.open("job-1", opened_at=T0 + timedelta(hours=2), length=timedelta(days=7), placebo=False)
+    assert a.posted(T0, timedelta(days=7)) is True
+    assert (a.opened_at, a.closes_at) == (T0, T0 + timedelta(days=7))
+    assert a.posted(T0, timedelta(days=7)) is False
+    a.close(CloseReason.MANUAL, T0)
+    assert a.posted(T0 - timedelta(days=1), timedelta(days=7)) is False
