@@ -21,9 +21,10 @@ from adsmon.marketplace.v1 import jobs_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.ads.adapters.topics import MARKETPLACE_JOBS
 from services.ads.domain.auction import is_placebo
 from services.kit.auth import mint_token
-from services.kit.kafka import MARKETPLACE_JOBS_TOPIC, encode_event, make_event, make_producer
+from services.kit.kafka import encode_event, make_event, make_producer
 from tests.conftest import unique
 from tests.e2e.conftest import ServiceProcess
 
@@ -236,7 +237,7 @@ def publish_job_event(kafka_bootstrap: str, job: str, message: Any) -> None:
     producer = make_producer(kafka_bootstrap, client_id="tests-marketplace")
     try:
         event = make_event(message, job, "marketplace")
-        producer.send(os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS_TOPIC, key=job.encode(),
+        producer.send(os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS, key=job.encode(),
                       value=encode_event(event)).get(timeout=10)
     finally:
         producer.close()

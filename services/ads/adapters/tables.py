@@ -3,15 +3,12 @@
 One row per auction, bid, settlement step, badge and badge charge. The unique keys carry the money
 safety: one bid per (job, proposal), one settlement step per bid, one charge per (badge run, seq); the
 ledger request ids are derived from those keys, so nothing can be held, captured or charged twice.
+The schema is created by the Alembic revisions in adapters/migrations/versions (frozen DDL).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from services.kit import consumer, outbox
-from services.kit.db import Migration
 
 metadata = sa.MetaData()
 ID = sa.String(128)
@@ -134,13 +131,3 @@ badge_prices = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
-
-def _create(conn: Connection) -> None:
-    metadata.create_all(conn, checkfirst=True)
-
-
-MIGRATIONS = [
-    outbox.outbox_migration(1),
-    Migration(2, "auctions, bids, settlement steps, requests, badges, badge charges and prices", _create),
-    consumer.processed_events_migration(3),
-]

@@ -29,8 +29,8 @@ _CLOSES = {
 }
 
 
-def make_handler(clock: Callable[[], datetime], settings: auctions.AuctionSettings, metrics: Metrics,
-                 on_settle: Callable[[], None] | None = None) -> Callable[[Connection, Event, object], None]:
+def make_handler(clock: Callable[[], datetime], settings: auctions.AuctionSettings,
+                 metrics: Metrics) -> Callable[[Connection, Event, object], None]:
     def handle(conn: Connection, event: Event, record: object) -> None:
         kind = event.payload.TypeName()
         uow = BoundAdsUnitOfWork(conn)
@@ -48,8 +48,6 @@ def make_handler(clock: Callable[[], datetime], settings: auctions.AuctionSettin
             if message.job_id:
                 auctions.close(uow, message.job_id, reason, now, settings, metrics, create=True,
                                causation_id=event.event_id)
-                if on_settle:
-                    on_settle()
         elif kind == jobs_pb2.ProposalInteraction.DESCRIPTOR.full_name:
             action = jobs_pb2.ProposalInteraction()
             event.payload.Unpack(action)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.ads.adapters.events import to_event
-from services.ads.adapters.topics import ADS_TOPIC
+from services.ads.adapters.topics import ADS_EVENTS
 from services.ads.domain import errors
 from services.ads.domain.auction import (
     Auction,
@@ -58,7 +58,7 @@ def new_id() -> str:
 def publish_facts(uow: AdsUnitOfWork, facts: list[Fact], now: datetime, causation_id: str | None = None) -> None:
     """Queue the facts in the outbox (same transaction) and forget them."""
     for fact in facts:
-        uow.publish(ADS_TOPIC, to_event(fact, now, causation_id))
+        uow.publish(ADS_EVENTS, to_event(fact, now, causation_id))
     facts.clear()
 
 

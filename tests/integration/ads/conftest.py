@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy.engine import Engine
 
+from services.ads.adapters.migrations import MIGRATIONS
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
-from services.ads.adapters.tables import MIGRATIONS
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
+from services.kit.migrations import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def ads_engine(create_database: Callable[[str], str]) -> Iterator[Engine]:
     eng = make_engine(create_database("ads"), pool_size=20)
-    migrate(eng, "ads", MIGRATIONS)
+    upgrade(eng, MIGRATIONS)
     yield eng
     eng.dispose()
 

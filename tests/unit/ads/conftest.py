@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from services.ads.adapters.migrations import MIGRATIONS
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
-from services.ads.adapters.tables import MIGRATIONS
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
+from services.kit.migrations import upgrade
 from tests.unit.ads.fakes import Clock, FakeConnects
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = make_engine(f"sqlite:///{tmp_path / 'ads.db'}", pool_size=4)
-    migrate(eng, "ads", MIGRATIONS)
+    upgrade(eng, MIGRATIONS)
     yield eng
     eng.dispose()
 
