@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adsmon.ads.v1 import ads_pb2, events_pb2
+from adsmon.ads.v1 import events_pb2
 from adsmon.events.v1.event_pb2 import Event
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -45,20 +45,20 @@ def _payload(fact: ev.Fact) -> tuple[Message, str]:
         case ev.BidInteractionCounted():
             return events_pb2.BidInteractionCounted(
                 job_id=fact.job_id, proposal_id=fact.proposal_id, freelancer_id=fact.freelancer_id,
-                kind=ads_pb2.InteractionKind.Value(f"INTERACTION_KIND_{fact.kind}"),
+                kind=f"INTERACTION_KIND_{fact.kind}",
                 bid_connects=fact.bid_connects), fact.job_id
         case ev.BidUnboosted():
             return events_pb2.BidUnboosted(job_id=fact.job_id, proposal_id=fact.proposal_id,
                                            freelancer_id=fact.freelancer_id), fact.job_id
         case ev.AuctionClosed():
             return events_pb2.AuctionClosed(
-                job_id=fact.job_id, reason=ads_pb2.AuctionCloseReason.Value(f"AUCTION_CLOSE_REASON_{fact.reason}"),
+                job_id=fact.job_id, reason=f"AUCTION_CLOSE_REASON_{fact.reason}",
                 placebo=fact.placebo, charged_proposal_ids=fact.charged_proposal_ids,
                 released_proposal_ids=fact.released_proposal_ids), fact.job_id
         case ev.BidSettled():
             return events_pb2.BidSettled(job_id=fact.job_id, proposal_id=fact.proposal_id,
                                          freelancer_id=fact.freelancer_id,
-                                         state=ads_pb2.BidState.Value(f"BID_STATE_{fact.state}"),
+                                         state=f"BID_STATE_{fact.state}",
                                          charged_connects=fact.charged_connects, hold_id=fact.hold_id), fact.job_id
         case ev.AuctionSettled():
             return events_pb2.AuctionSettled(job_id=fact.job_id, charged_connects=fact.charged_connects,
@@ -72,7 +72,7 @@ def _payload(fact: ev.Fact) -> tuple[Message, str]:
         case ev.BadgeStopped():
             return events_pb2.BadgeStopped(
                 freelancer_id=fact.freelancer_id,
-                reason=ads_pb2.BadgeStopReason.Value(f"BADGE_STOP_REASON_{fact.reason}"),
+                reason=f"BADGE_STOP_REASON_{fact.reason}",
                 weekly_price_connects=fact.weekly_price_connects), fact.freelancer_id
         case ev.BadgeCharged():
             msg = events_pb2.BadgeCharged(freelancer_id=fact.freelancer_id, charged_connects=fact.charged_connects,

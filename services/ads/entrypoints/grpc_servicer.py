@@ -33,7 +33,7 @@ def bid_pb(bid: views.BidView) -> pb.Bid:
     msg = pb.Bid(job_id=bid.job_id, proposal_id=bid.proposal_id, freelancer_id=bid.freelancer_id,
                  bid_connects=bid.bid_connects, rank=bid.rank, boosted=bid.boosted,
                  interacted_while_boosted=bid.interacted_while_boosted,
-                 state=pb.BidState.Value(f"BID_STATE_{bid.state}") if bid.state != "PENDING" else 0,
+                 state=f"BID_STATE_{bid.state}" if bid.state != "PENDING" else None,
                  hold_id=bid.hold_id, placed_at=timestamp(bid.placed_at))
     if bid.updated_at:
         msg.updated_at.CopyFrom(timestamp(bid.updated_at))
@@ -41,18 +41,18 @@ def bid_pb(bid: views.BidView) -> pb.Bid:
 
 
 def auction_pb(a: views.AuctionView) -> pb.Auction:
-    msg = pb.Auction(job_id=a.job_id, status=pb.AuctionStatus.Value(f"AUCTION_STATUS_{a.status}"),
+    msg = pb.Auction(job_id=a.job_id, status=f"AUCTION_STATUS_{a.status}",
+                     close_reason=f"AUCTION_CLOSE_REASON_{a.close_reason}" if a.close_reason else None,
                      placebo=a.placebo, boosted_slots=a.boosted_slots, bids=[bid_pb(b) for b in a.bids],
                      opened_at=timestamp(a.opened_at), closes_at=timestamp(a.closes_at))
     if a.closed_at:
         msg.closed_at.CopyFrom(timestamp(a.closed_at))
-    if a.close_reason:
-        msg.close_reason = pb.AuctionCloseReason.Value(f"AUCTION_CLOSE_REASON_{a.close_reason}")
     return msg
 
 
 def badge_pb(b: views.BadgeView) -> pb.Badge:
-    msg = pb.Badge(freelancer_id=b.freelancer_id, state=pb.BadgeState.Value(f"BADGE_STATE_{b.state}"),
+    msg = pb.Badge(freelancer_id=b.freelancer_id, state=f"BADGE_STATE_{b.state}",
+                   stop_reason=f"BADGE_STOP_REASON_{b.stop_reason}" if b.stop_reason else None,
                    weekly_max_connects=b.weekly_max_connects,
                    current_weekly_price_connects=b.current_weekly_price_connects,
                    charge_interval=duration(b.charge_interval),
@@ -61,8 +61,6 @@ def badge_pb(b: views.BadgeView) -> pb.Badge:
         value = getattr(b, name)
         if value:
             getattr(msg, name).CopyFrom(timestamp(value))
-    if b.stop_reason:
-        msg.stop_reason = pb.BadgeStopReason.Value(f"BADGE_STOP_REASON_{b.stop_reason}")
     return msg
 
 

@@ -16,11 +16,6 @@ branch_labels = None
 depends_on = None
 
 
-def _where(condition: str) -> dict[str, sa.TextClause]:
-    """A partial index's condition, on both dialects."""
-    return {"postgresql_where": sa.text(condition), "sqlite_where": sa.text(condition)}
-
-
 def upgrade() -> None:
     op.create_table('ads_auctions',
     sa.Column('job_id', sa.String(length=128), nullable=False),
@@ -33,7 +28,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('job_id')
     )
     op.create_index('ix_ads_auctions_due', 'ads_auctions', ['closes_at'],
-                    **_where("status = 'OPEN'"))
+                    postgresql_where=sa.text("status = 'OPEN'"),
+                    sqlite_where=sa.text("status = 'OPEN'"))
 
     op.create_table('ads_badge_charges',
     sa.Column('request_id', sa.String(length=160), nullable=False),
@@ -52,7 +48,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('badge_id', 'seq', name='uq_ads_badge_charges_seq')
     )
     op.create_index('ix_ads_badge_charges_due', 'ads_badge_charges', ['next_attempt_at'],
-                    **_where("status = 'PENDING'"))
+                    postgresql_where=sa.text("status = 'PENDING'"),
+                    sqlite_where=sa.text("status = 'PENDING'"))
 
     op.create_table('ads_badge_prices',
     sa.Column('category', sa.String(length=128), nullable=False),
@@ -78,9 +75,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('freelancer_id')
     )
     op.create_index('ix_ads_badges_category', 'ads_badges', ['category'],
-                    **_where("state = 'ACTIVE'"))
+                    postgresql_where=sa.text("state = 'ACTIVE'"),
+                    sqlite_where=sa.text("state = 'ACTIVE'"))
     op.create_index('ix_ads_badges_due', 'ads_badges', ['next_charge_at'],
-                    **_where("state = 'ACTIVE'"))
+                    postgresql_where=sa.text("state = 'ACTIVE'"),
+                    sqlite_where=sa.text("state = 'ACTIVE'"))
 
     op.create_table('ads_bids',
     sa.Column('bid_id', sa.String(length=64), nullable=False),
@@ -105,7 +104,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('job_id', 'proposal_id', name='uq_ads_bids_job_proposal')
     )
     op.create_index('ix_ads_bids_pending', 'ads_bids', ['updated_at'],
-                    **_where("state = 'PENDING' OR pending_amount > 0"))
+                    postgresql_where=sa.text("state = 'PENDING' OR pending_amount > 0"),
+                    sqlite_where=sa.text("state = 'PENDING' OR pending_amount > 0"))
 
     op.create_table('ads_requests',
     sa.Column('request_id', sa.String(length=128), nullable=False),
@@ -134,7 +134,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('bid_id')
     )
     op.create_index('ix_ads_steps_due', 'ads_settlement_steps', ['next_attempt_at'],
-                    **_where("status = 'PENDING'"))
+                    postgresql_where=sa.text("status = 'PENDING'"),
+                    sqlite_where=sa.text("status = 'PENDING'"))
     op.create_index('ix_ads_steps_job', 'ads_settlement_steps', ['job_id'])
 
 
