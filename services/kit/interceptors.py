@@ -173,13 +173,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
-            except NotImplementedError:
-                # A method the service does not implement yet (the generated servicer base class raises this):
-                # UNIMPLEMENTED, as the API guide asks, so callers (and the simulator) can tell it from a failure.
-                status = error_status(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED",
-                                      f"{grpc_method} is not implemented yet", self.domain)
-                code = status.code
-                await context.abort(status.code, status.details, status.trailing_metadata)
             except Exception as exc:
                 status = _infrastructure_status(exc, self.domain)
                 if status is None:

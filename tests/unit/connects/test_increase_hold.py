@@ -16,8 +16,9 @@ from services.connects.domain import commands as c
 from services.connects.domain.model import HOLDS, HoldStatus, LotSource, SpendReason, TransactionKind, Wallet
 from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument
+from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.unit.connects.fakes import FakeLedgerStore
 
@@ -282,7 +283,7 @@ def test_an_increase_is_published_as_a_hold_event_that_billing_records_beside_th
     events = [ledger_event(t) for t in hold_txs]
     assert len({e.event_id for e in events}) == 2
     engine = make_engine(f"sqlite:///{tmp_path}/billing.db")
-    migrate(engine, "billing", BILLING_MIGRATIONS)
+    upgrade(engine, BILLING_MIGRATIONS)
     with engine.begin() as conn:
         for e in events:
             handle_ledger_event(conn, e, None)

@@ -137,7 +137,7 @@ async def test_a_method_not_implemented_yet_is_unimplemented_not_internal(server
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(server.app.grpc_port, "Unbuilt", token=mint_token(SECRET, "tests"))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error_info(err.value).reason == "NOT_IMPLEMENTED"
+    assert error_info(err.value).reason == "UNIMPLEMENTED"
     assert "Unbuilt" in err.value.details()
 
 
