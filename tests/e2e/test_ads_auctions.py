@@ -342,9 +342,11 @@ def test_metrics_show_bids_settlement_and_badges(services: dict[str, ServiceProc
         if "ads_badges_active 1.0" in text or "ads_badges_active 2.0" in text:
             break
         time.sleep(1)
-    for series in ('ads_bids_total{kind="placed",placebo="false"}', 'ads_settlement_steps_total{action="CAPTURE"',
+    for series in ('ads_bids_total{result="placed"}', 'ads_settlement_steps_total{action="capture",result="ok"}',
+                   'ads_auctions_closed_total{reason="manual"}', 'ads_charged_connects_total{product="boost"}',
                    "ads_settlement_backlog 0.0", "ads_settlement_oldest_step_age_seconds 0.0",
-                   "ads_badge_charges_total 1.0", "ads_placebo_share_configured 0.02", "ads_auctions_open",
+                   'ads_badge_charges_total{result="charged"} 1.0', 'ads_charged_connects_total{product="badge"} 1.0',
+                   "ads_placebo_share_configured 0.02", "ads_auctions_open",
                    'worker_up{service="ads",worker="settlement"} 1.0'):
         assert series in text, series
     assert clients.balance(f).available == 27  # 2 captured, 1 for the badge's first charge

@@ -319,6 +319,7 @@ def close(uow: AdsUnitOfWork, job_id: str, reason: CloseReason, now: datetime, s
     elif auction.status is AuctionStatus.OPEN:
         uow.steps.add(auction.close(reason, now), now)
         uow.auctions.save(auction)
+        metrics.auction_closed(reason.value)
     elif auction.status is AuctionStatus.CLOSING and reason.releases_all:
         converted = uow.steps.release_unsent_captures(job_id)
         auction.cancel_captures(reason)

@@ -8,11 +8,15 @@ from typing import Protocol
 class Metrics(Protocol):
     def auction_opened(self, placebo: bool) -> None: ...
 
+    def auction_closed(self, reason: str) -> None: ...
+
     def bid_placed(self, raised: bool, placebo: bool) -> None: ...
 
     def bid_refused(self, reason: str) -> None: ...
 
-    def step_settled(self, action: str, outcome: str, connects: int) -> None: ...
+    def step_settled(self, action: str, outcome: str, connects: int) -> None:
+        """outcome: CAPTURED / RELEASED (connects = Connects captured / released), RETRY, or the refusal that
+        ended the step (HOLD_EXPIRED, HOLD_NOT_OPEN)."""
 
     def connects_error(self, method: str, reason: str) -> None: ...
 
@@ -23,6 +27,9 @@ class Metrics(Protocol):
 
 class NoMetrics:
     def auction_opened(self, placebo: bool) -> None:
+        pass
+
+    def auction_closed(self, reason: str) -> None:
         pass
 
     def bid_placed(self, raised: bool, placebo: bool) -> None:

@@ -38,6 +38,7 @@ class StepResult:
     charged: int = 0
     outcome: str = ""  # CAPTURED, RELEASED, HOLD_EXPIRED, HOLD_NOT_OPEN; empty: retry
     error: str = ""
+    released: int = 0
 
 
 def _execute(connects: AbstractConnectsClient, claimed: ClaimedStep, metrics: Metrics) -> StepResult:
@@ -46,8 +47,8 @@ def _execute(connects: AbstractConnectsClient, claimed: ClaimedStep, metrics: Me
         if step.action is StepAction.CAPTURE:
             move = connects.capture(step.request_id, step.hold_id, step.amount)
             return StepResult(claimed, move.amount, "CAPTURED")
-        connects.release(step.request_id, step.hold_id)
-        return StepResult(claimed, 0, "RELEASED")
+        move = connects.release(step.request_id, step.hold_id)
+        return StepResult(claimed, 0, "RELEASED", released=move.amount)
     except Unavailable as exc:
         metrics.connects_error(step.action.value.lower(), exc.reason)
         return StepResult(claimed, error=f"{exc.reason}: {exc.message}")
@@ -95,8 +96,9 @@ def _record(uow_factory: UowFactory, job_id: str, results: list[StepResult], now
             if r.outcome:
                 uow.steps.done(step.bid_id, r.outcome, now)
                 auction.settle(step.proposal_id, r.charged, now)
-                metrics.step_settled(step.action.value, r.outcome, r.charged)
+                metrics.step_settled(step.action.value, r.outcome, r.released or r.charged)
             else:
+                metrics.step_settled(step.action.value, "RETRY", 0)
                 wait = backoff.exponential(retry_initial, retry_max, r.claimed.attempts - 1)
                 uow.steps.retry_later(step.bid_id, r.error, now + timedelta(seconds=wait))
         uow.auctions.save(auction)
