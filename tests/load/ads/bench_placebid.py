@@ -32,7 +32,6 @@ import grpc
 import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2 as apb
 from adsmon.connects.v1 import connects_pb2 as cpb
-from adsmon.connects.v1 import connects_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
@@ -40,7 +39,7 @@ from services.ads.domain.auction import CloseReason
 from services.ads.service_layer.auctions import AuctionSettings, close_auction
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, scratch_db, start_service
+from tests.load.connects.bench_spend import admin_engine, scratch_db, seed, start_service
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,18 +50,6 @@ DURATION = os.environ.get("BENCH_DURATION", "10s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 HOLD = "adsmon.connects.v1.ConnectsService.Hold"
 PLACE_BID = "adsmon.ads.v1.AdsService.PlaceBid"
-
-
-def seed(port: int, secret: bytes, accounts: list[str], amount: int = 1_000_000) -> None:
-    """Fund every account (1,000,000 Connects: connects' default business maximum per credit)."""
-    md = [("authorization", f"Bearer {mint_token(secret, 'billing')}")]
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = connects_pb2_grpc.ConnectsServiceStub(ch)
-        futures = [stub.Credit.future(cpb.CreditRequest(request_id=f"seed-{a}", account_id=a, amount=amount,
-                                                        source=cpb.LOT_SOURCE_PURCHASE), metadata=md)
-                   for a in accounts]
-        for f in futures:
-            f.result(timeout=60)
 
 
 def start_ads(db_url: str, secret_file: str, connects_target: str, port: int) -> subprocess.Popen[bytes]:
