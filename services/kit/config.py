@@ -131,6 +131,13 @@ class ServiceConfig:
     processes: int = 1
     # false: run `python -m services.<svc> relay` beside the servers (its own GIL and CPU).
     relay_in_process: bool = True
+    # The interpreter's GIL switch interval (sys.setswitchinterval), set at process start by
+    # services.kit.server.tune_process. Python's default, 5 ms, lets the group-commit worker thread hold the
+    # GIL for up to 5 ms while the event loop has a reply ready (see docs/performance.md).
+    gil_switch_interval_ms: float = 5.0
+    # Freeze the objects alive after start-up out of the garbage collector's generations (gc.freeze):
+    # the full collections under load then do not walk the modules, stubs and SQLAlchemy metadata.
+    gc_freeze: bool = True
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -174,4 +181,6 @@ class ServiceConfig:
             grpc_reuse_port=env.bool("GRPC_REUSE_PORT", False),
             processes=env.int("PROCESSES", 1, lo=1, hi=64),
             relay_in_process=env.bool("RELAY_IN_PROCESS", True),
+            gil_switch_interval_ms=env.float("GIL_SWITCH_INTERVAL_MS", 5.0, lo=0.05, hi=100.0),
+            gc_freeze=env.bool("GC_FREEZE", True),
         )

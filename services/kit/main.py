@@ -30,7 +30,7 @@ from services.kit.bootstrap import migrate_database, outbox_relay
 from services.kit.config import ServiceConfig
 from services.kit.db import check_connection, make_engine
 from services.kit.migrations import Migrations
-from services.kit.server import App, run_main, run_processes
+from services.kit.server import App, run_main, run_processes, tune_process
 from services.kit.startup import StartupError
 
 USAGE = "usage: python -m services.{name} [serve [--processes N] | migrate | relay]"
@@ -98,6 +98,7 @@ def run_migrate(spec: ServiceSpec, base: ServiceConfig) -> int:
 def run_relay(base: ServiceConfig) -> int:
     """`relay`: only the outbox relay and its metrics, until SIGTERM/SIGINT."""
     kit_logging.configure(base.service, base.log_level, base.log_json)
+    tune_process(base)
     try:
         engine = make_engine(base.database_url, pool_size=2)
         check_connection(engine)

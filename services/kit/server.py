@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -206,10 +207,22 @@ class Server:
         log.info("stopped")
 
 
-async def serve_until_signalled(app: App) -> None:
-    """Start `app`, then run until SIGTERM or SIGINT and shut down gracefully."""
+def tune_process(base: ServiceConfig) -> None:
+    """Process-wide interpreter settings from the config: the GIL switch interval (set at process start)."""
+    sys.setswitchinterval(base.gil_switch_interval_ms / 1000.0)
+
+
+async def serve_until_signalled(app: App, *, freeze_gc: bool = False) -> None:
+    """Start `app`, then run until SIGTERM or SIGINT and shut down gracefully.
+
+    `freeze_gc`: once started, move every object alive (modules, stubs, metadata, pools) to the garbage
+    collector's permanent generation, so that the collections under load walk only per-request objects.
+    """
     server = Server(app)
     await server.start()
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -234,9 +247,10 @@ def run_main(service: str, build_app: Callable[[Any], App | Awaitable[App]], con
         _check_bindable(base.metrics_host, base.metrics_port, "metrics")
         built = build_app(config)
         app = await built if inspect.isawaitable(built) else built
-        await serve_until_signalled(app)
+        await serve_until_signalled(app, freeze_gc=base.gc_freeze)
 
     kit_logging.configure(service, base.log_level, base.log_json)
+    tune_process(base)
     try:
         asyncio.run(_main())
     except StartupError as exc:

@@ -173,6 +173,37 @@ def batch_sizes(metrics_port: int) -> str:
     return f"mean group-commit batch: {total / max(count, 1):.1f} commands over {count:,.0f} commits"
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` so far (Linux /proc), in seconds; 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(db_url: str, db: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving `db` (readable when the server runs as this user)."""
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> "
+                                    "pg_backend_pid()"), {"db": db}).scalars().all()
+    engine.dispose()
+    return sum(cpu_seconds(p) for p in pids)
+
+
+def cpu_per_spend(db_url: str, db: str, pids: dict[str, int]) -> str:
+    """CPU milliseconds per SPEND entry (warm-up included) by process, over the service's whole run."""
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        spends = conn.execute(sa.text("SELECT count(*) FROM ledger_transactions WHERE kind = 'SPEND'")).scalar_one()
+    engine.dispose()
+    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu["postgres backends"] = postgres_cpu(db_url, db)
+    return "CPU ms per Spend (whole run incl. warm-up and seeding): " + ", ".join(
+        f"{name} {1000 * sec / max(spends, 1):.3f}" for name, sec in cpu.items())
+
+
 def _runs(results: list[LoadResult], what: str = "rps") -> str:
     return ", ".join(f"{r.rps:,.0f}" if what == "rps" else f"{r.p99_ms:.1f}" for r in results)
 
@@ -230,6 +261,7 @@ def run(bare_target: str, bare_descriptors: str) -> int:
         batches = batch_sizes(metrics_port)
         balanced, books = check_books(db_url)
         books += f"; {outbox_backlog(db_url)}"
+        cpu = cpu_per_spend(db_url, dbs[1], {"connects": proc.pid, "relay": relay.pid})
     finally:
         for p in (proc, relay):
             if p is not None:
@@ -265,7 +297,7 @@ def run(bare_target: str, bare_descriptors: str) -> int:
         f"runs (req/s): full {_runs(fulls)}; half {_runs(halves)} (p99 ms: {_runs(halves, 'p99')}); "
         f"half own capacity p99 ms: {_runs(owns, 'p99')}; "
         f"hot {_runs(hots)}", "",
-        *verdict, f"- {batches}", f"- {books}", "",
+        *verdict, f"- {batches}", f"- {books}", f"- {cpu}", "",
         f"status codes (median runs; ghz counts the calls in flight when -z ends as Unavailable): "
         f"full {full.status}, half {half.status}, hot {hot_r.status}",
         f"_bench_spend took {time.monotonic() - started:.0f}s_", ""]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -90,3 +91,26 @@ def test_the_token_cli_without_a_secret_is_one_line_and_exit_code_2(monkeypatch,
     monkeypatch.setenv("ADSMON_AUTH_SECRET_FILE", str(tmp_path / "s"))
     assert auth.main(["mint", "operator"]) == 0
     assert auth.Authenticator(b"x" * 40).verify(f"Bearer {capsys.readouterr().out.strip()}") == "operator"
+
+
+def test_the_gil_switch_interval_is_python_s_default_unless_set_and_is_applied_at_process_start():
+    from services.kit.server import tune_process
+
+    assert load().gil_switch_interval_ms == 5.0
+    cfg = load(ADSMON_GIL_SWITCH_INTERVAL_MS="0.5")
+    before = sys.getswitchinterval()
+    try:
+        tune_process(cfg)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_gil_switch_interval_out_of_range_is_refused_naming_the_setting():
+    with pytest.raises(ConfigError, match="ADSMON_CONNECTS_GIL_SWITCH_INTERVAL_MS"):
+        load(ADSMON_CONNECTS_GIL_SWITCH_INTERVAL_MS="0")
+
+
+def test_gc_freeze_is_on_by_default_and_can_be_turned_off():
+    assert load().gc_freeze is True
+    assert load(ADSMON_GC_FREEZE="false").gc_freeze is False
