@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -11,13 +11,11 @@ from services.connects.domain import commands as c
 from services.connects.domain.model import HoldStatus, LotSource, ReturnReason, SpendReason, TransactionKind
 from services.connects.service_layer import handlers, queries
 from services.connects.service_layer.batcher import Batcher
-from services.connects.service_layer.handlers import Envelope
 from services.connects.service_layer.ledger import Ledger
 from services.kit.errors import DomainError, InvalidArgument
 from tests.conftest import unique
+from tests.unit.connects.conftest import NOW, credit, run
 from tests.unit.connects.fakes import FakeLedgerStore
-
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 class Recorder(handlers.NullMetrics):
@@ -30,14 +28,6 @@ class Recorder(handlers.NullMetrics):
 
     def refused(self, method, error):
         self.refusals.append(error.reason)
-
-
-def run(store, *cmds, caller="tests", now=NOW, metrics=None):
-    return handlers.execute(store.uow(), [Envelope(cmd, caller) for cmd in cmds], now, metrics)
-
-
-def credit(account, amount=10, source=LotSource.PLAN_GRANT, rid=None):
-    return c.Credit(rid or unique("r"), account, amount, source)
 
 
 def test_same_request_id_returns_the_first_answer_and_counts_a_replay():
