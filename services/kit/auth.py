@@ -140,15 +140,29 @@ def require_caller(allowed: Iterable[str], what: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env)."""
-    from services.kit.config import Env
+    """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env).
 
-    if len(argv) < 2 or argv[0] != "mint":
+    A missing or unreadable setting, or a bad argument, is one line on stderr and exit code 2.
+    """
+    from services.kit.config import ConfigError, Env
+
+    if not 2 <= len(argv) <= 3 or argv[0] != "mint":
         print("usage: python -m services.kit.auth mint <caller> [ttl_seconds]", file=sys.stderr)
         return 2
-    secret = Env("cli").secret("AUTH_SECRET")
-    ttl = int(argv[2]) if len(argv) > 2 else 3600
-    print(mint_token(secret, argv[1], ttl_seconds=ttl))
+    if len(argv) > 2 and not argv[2].isdigit():
+        print(f"mint: ttl_seconds must be a whole number of seconds, not {argv[2]!r}", file=sys.stderr)
+        return 2
+    env = Env("cli")
+    if not (env.str("AUTH_SECRET_FILE", "") or env.str("AUTH_SECRET", "")):
+        print("mint: missing setting ADSMON_AUTH_SECRET_FILE (the shared secret file, e.g. "
+              ".local/secrets/auth_secret)", file=sys.stderr)
+        return 2
+    try:
+        token = mint_token(env.secret("AUTH_SECRET"), argv[1], ttl_seconds=int(argv[2]) if len(argv) > 2 else 3600)
+    except (ConfigError, ValueError) as exc:
+        print(f"mint: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
