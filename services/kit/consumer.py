@@ -188,6 +188,8 @@ class IdempotentConsumer:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("consumer already started")
+        for topic in self.topics:  # exported from 0, so the first dead letter is an increase() the alert sees
+            dlq_total.labels(self.service, topic)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name=f"{self.service}-consumer-{self.group_id}",
                                         daemon=True)

@@ -338,3 +338,16 @@ def test_the_purge_index_migration_upgrades_old_tables_and_is_a_no_op_on_new_one
     new = make_engine(f"sqlite:///{tmp_path}/new.db")
     assert migrate(new, "svc", [processed_events_migration(3), processed_events_purge_index_migration(4)]) == [3, 4]
     assert indexes(new) == ["ix_processed_events_group_processed_at"]
+
+
+def test_a_started_consumer_exports_its_dead_letter_count_from_zero(engine):
+    """Alerts use increase(consumer_dlq_total): a series born at 1 would hide the first dead letter."""
+    c, _ = make(engine)
+    tp = TopicPartition("ledger", 0)
+    c._consumer_factory = lambda: FakeKafkaConsumer([{tp: []}])
+    assert REGISTRY.get_sample_value("consumer_dlq_total", {"service": c.service, "topic": "ledger"}) is None
+    c.start()
+    try:
+        assert REGISTRY.get_sample_value("consumer_dlq_total", {"service": c.service, "topic": "ledger"}) == 0
+    finally:
+        c.stop()
