@@ -20,8 +20,6 @@ from adsmon.billing.v1 import billing_pb2, billing_pb2_grpc
 from adsmon.connects.v1 import connects_pb2, connects_pb2_grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.ads.bootstrap import POLICY as ADS_POLICY
 from services.billing.bootstrap import POLICY as BILLING_POLICY
@@ -30,6 +28,7 @@ from services.kit.auth import Policy
 from services.kit.clients import channel
 from services.kit.config import ServiceConfig
 from services.kit.server import App, Server, ServiceRegistration
+from tests.conftest import error_info
 
 SECRET = b"p" * 48
 CALLERS = ("billing", "ads", "marketplace", "operator", "tests", "connects", "stranger")
@@ -97,14 +96,6 @@ async def ports() -> AsyncIterator[dict[str, int]]:
     yield ports
     for server in servers:
         await server.stop()
-
-
-def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(exc)
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return info
 
 
 CASES = [(name, m.name) for name, (d, *_) in SERVICES.items() for m in d.methods]

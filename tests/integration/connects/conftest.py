@@ -14,8 +14,6 @@ import pytest_asyncio
 import sqlalchemy as sa
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy.engine import Engine
 
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
@@ -30,7 +28,7 @@ from services.connects.service_layer.unit_of_work import RequestIdConflict
 from services.kit.clients import channel
 from services.kit.db import make_engine, migrate
 from services.kit.server import App, Server
-from tests.conftest import unique
+from tests.conftest import error_info, unique
 
 pytestmark = pytest.mark.integration
 
@@ -158,10 +156,7 @@ def stubs(server: App, auth_secret: bytes) -> dict[str, connects_pb2_grpc.Connec
 
 def error_of(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     """The code, ErrorInfo reason and metadata of a refused call (which must carry a rich status)."""
-    status = rpc_status.from_call(exc)
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
+    info = error_info(exc)
     return exc.code(), info.reason, dict(info.metadata)
 
 

@@ -42,6 +42,12 @@ def ok(outcome: handlers.Outcome) -> handlers.Receipt | None:
     return outcome.receipt
 
 
+def run_ok(store: FakeLedgerStore, cmd: handlers.AnyCommand, at: datetime = NOW,
+           caller: str = "tests") -> handlers.Receipt | None:
+    """Run one command that must succeed; its receipt."""
+    return ok(run(store, cmd, caller=caller, now=at)[0])
+
+
 def credit(account: str, amount: int = 10, source: LotSource = LotSource.PLAN_GRANT,
            rid: str | None = None) -> c.Credit:
     return c.Credit(rid or unique("r"), account, amount, source)

@@ -21,6 +21,7 @@ from services.kit.consumer import PROCESSED, IdempotentConsumer
 from services.kit.db import Migration, make_engine, migrate
 from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.kafka import UndecodableEvent, decode_event, decode_payload, encode_event, make_event
+from tests.conftest import metric
 
 balances = sa.Table("balances", sa.MetaData(), sa.Column("account", sa.String, primary_key=True),
                     sa.Column("amount", sa.Integer, nullable=False))
@@ -62,10 +63,6 @@ class FakeDlqProducer:
 
     def close(self, timeout=None):
         pass
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from services.kit.auth import Policy, mint_token
@@ -17,6 +15,7 @@ from services.kit.config import ServiceConfig
 from services.kit.errors import FailedPrecondition
 from services.kit.interceptors import deadline_var
 from services.kit.server import App, Server, ServiceRegistration
+from tests.conftest import error_info
 
 SECRET = b"s" * 48
 SERVICE = "test.v1.Echo"
@@ -75,14 +74,6 @@ async def call(port: int, method: str, payload: bytes = b"hi", *, token: str | N
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         md = (("authorization", f"Bearer {token}"),) if token else ()
         return await ch.unary_unary(f"/{SERVICE}/{method}")(payload, metadata=md, timeout=timeout)
-
-
-def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(exc)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return info
 
 
 async def test_authenticated_allowed_caller_is_served(server):
