@@ -18,7 +18,7 @@ from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
 from services.kit.db import make_engine, migrate
 from tests.conftest import unique
-from tests.unit.connects.fakes import FakeLedgerStore
+from tests.unit.connects.fakes import FakeLedgerStore, FakeUnitOfWork
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -46,6 +46,20 @@ def run_ok(store: FakeLedgerStore, cmd: handlers.AnyCommand, at: datetime = NOW,
            caller: str = "tests") -> handlers.Receipt | None:
     """Run one command that must succeed; its receipt."""
     return ok(run(store, cmd, caller=caller, now=at)[0])
+
+
+class FlakyUnitOfWorks:
+    """A unit-of-work factory whose `fail_on`-th unit of work fails at save, as a dropped connection would."""
+
+    def __init__(self, store: FakeLedgerStore, fail_on: int = 2) -> None:
+        self.store, self.fail_on, self.calls = store, fail_on, 0
+
+    def __call__(self) -> FakeUnitOfWork:
+        uow = self.store.uow()
+        self.calls += 1
+        if self.calls == self.fail_on:
+            uow.fail_on_save = RuntimeError("server closed the connection unexpectedly")
+        return uow
 
 
 def credit(account: str, amount: int = 10, source: LotSource = LotSource.PLAN_GRANT,

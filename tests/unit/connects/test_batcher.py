@@ -10,23 +10,16 @@ from services.connects.service_layer import handlers
 from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.ledger import Ledger
 from tests.conftest import unique
-from tests.unit.connects.conftest import NOW, credit
+from tests.unit.connects.conftest import NOW, FlakyUnitOfWorks, credit
 from tests.unit.connects.fakes import FakeLedgerStore
 
 
 def test_a_crash_after_save_before_commit_in_a_batch_is_retried_and_every_caller_gets_a_valid_answer():
     store, acct = FakeLedgerStore(), unique("a")
-    calls = {"n": 0}
-
-    def flaky_uow():
-        uow = store.uow()
-        calls["n"] += 1
-        if calls["n"] == 2:
-            uow.fail_on_save = RuntimeError("server closed the connection unexpectedly")
-        return uow
+    uow_factory = FlakyUnitOfWorks(store)
 
     async def scenario():
-        batcher = Batcher(flaky_uow, lambda: NOW, handlers.NullMetrics(), max_batch=64)
+        batcher = Batcher(uow_factory, lambda: NOW, handlers.NullMetrics(), max_batch=64)
         ledger = Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW)
         batcher.start()
         try:
@@ -42,4 +35,4 @@ def test_a_crash_after_save_before_commit_in_a_batch_is_retried_and_every_caller
     hold_ids = {o.receipt.hold_id for o in outs if o.receipt}
     assert hold_ids == {h for h, hold in w.holds.items() if hold.status is HoldStatus.OPEN}
     assert (w.available, w.held) == (2, 18)
-    assert calls["n"] > 2, "the failed batch was retried"
+    assert uow_factory.calls > 2, "the failed batch was retried"

@@ -14,7 +14,7 @@ from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.ledger import Ledger
 from services.kit.errors import DomainError, InvalidArgument
 from tests.conftest import unique
-from tests.unit.connects.conftest import NOW, credit, run
+from tests.unit.connects.conftest import NOW, FlakyUnitOfWorks, credit, run
 from tests.unit.connects.fakes import FakeLedgerStore
 
 
@@ -220,20 +220,12 @@ async def test_batcher_applies_concurrent_duplicates_once_and_answers_both():
 
 async def test_batcher_retries_a_failed_batch_command_by_command():
     store, acct = FakeLedgerStore(), unique("a")
-    calls = {"n": 0}
-
-    def flaky_uow():
-        uow = store.uow()
-        calls["n"] += 1
-        if calls["n"] == 2:
-            uow.fail_on_save = RuntimeError("connection reset")
-        return uow
-
-    batcher = Batcher(flaky_uow, lambda: NOW, handlers.NullMetrics())
+    uow_factory = FlakyUnitOfWorks(store)
+    batcher = Batcher(uow_factory, lambda: NOW, handlers.NullMetrics())
     ledger = Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW)
     batcher.start()
     await ledger.mutate(credit(acct, 100), "tests")
     results = await asyncio.gather(*(ledger.mutate(credit(acct, 1), "tests") for _ in range(5)))
     batcher.stop()
-    assert calls["n"] >= 3, "the failed unit of work was followed by retries"
+    assert uow_factory.calls >= 3, "the failed unit of work was followed by retries"
     assert len(results) == 5 and store.wallets[acct].available == 105
