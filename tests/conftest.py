@@ -13,8 +13,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import sqlalchemy as sa
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +88,17 @@ def create_database() -> Iterator[Callable[[str], str]]:
 def unique(prefix: str) -> str:
     """A random id so tests never collide with each other or with earlier runs."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of the default Prometheus registry (0 when the series does not exist yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo of a refused call, which must carry a google.rpc.Status."""
+    status = rpc_status.from_call(exc)
+    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info

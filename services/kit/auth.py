@@ -132,19 +132,30 @@ class Policy:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env)."""
+    """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env).
+
+    A missing or unreadable setting, or a bad argument, is one line on stderr and exit code 2.
+    """
     from services.kit.config import ConfigError, Env
 
-    if not 2 <= len(argv) <= 3 or argv[0] != "mint" or (len(argv) == 3 and not argv[2].isdigit()):
+    if not 2 <= len(argv) <= 3 or argv[0] != "mint":
         print("usage: python -m services.kit.auth mint <caller> [ttl_seconds]", file=sys.stderr)
         return 2
-    try:
-        secret = Env("cli").secret("AUTH_SECRET")
-    except ConfigError as exc:  # a missing or unreadable secret is one line, not a traceback
-        print(f"auth: {exc}", file=sys.stderr)
+    if len(argv) > 2 and not argv[2].isdigit():
+        print(f"mint: ttl_seconds must be a whole number of seconds, not {argv[2]!r}", file=sys.stderr)
         return 2
-    ttl = int(argv[2]) if len(argv) > 2 else 3600
-    print(mint_token(secret, argv[1], ttl_seconds=ttl))
+    env = Env("cli")
+    if not (env.str("AUTH_SECRET_FILE", "") or env.str("AUTH_SECRET", "")):
+        print("mint: missing setting ADSMON_AUTH_SECRET_FILE (the shared secret file, e.g. "
+              ".local/secrets/auth_secret)", file=sys.stderr)
+        return 2
+    try:
+        ttl = int(argv[2]) if len(argv) > 2 else 3600
+        token = mint_token(env.secret("AUTH_SECRET"), argv[1], ttl_seconds=ttl)
+    except (ConfigError, ValueError) as exc:
+        print(f"mint: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -164,6 +164,11 @@ class IdempotentConsumer(Worker):
 
     # -- lifecycle (kit.worker.Worker) -------------------------------------------------------
 
+    def start(self) -> None:
+        for topic in self.topics:  # exported from 0, so the first dead letter is an increase() the alert sees
+            dlq_total.labels(self.service, topic)
+        super().start()
+
     def run_once(self) -> int:
         """Join the group if not yet in it, then poll and resolve one batch (see `poll_once`)."""
         if self._consumer is None:

@@ -1,17 +1,25 @@
-"""Bad configuration fails fast with one clear line; SIGTERM shuts down cleanly."""
+"""Bad configuration fails fast with one clear line; SIGTERM shuts down cleanly, also with calls in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
+import signal
 import subprocess
 import sys
+from collections import Counter
 
+import grpc
 import pytest
 import sqlalchemy as sa
+from adsmon.connects.v1 import connects_pb2 as pb
+from adsmon.connects.v1 import connects_pb2_grpc
 
-from tests.conftest import ROOT
+from services.kit.auth import mint_token
+from tests.conftest import ROOT, unique
 from tests.e2e.conftest import free_port
+from tests.integration.connects.conftest import assert_books_balance
 
 pytestmark = pytest.mark.e2e
 
@@ -102,3 +110,57 @@ def test_sigterm_drains_and_exits_zero(launch):
     billing = launch("billing")
     assert billing.stop() == 0
     assert '"msg": "stopped"' in billing.log_tail()
+
+
+async def spend_through_a_sigterm(connects, token: str, account: str, ids: list[str], signal_after: int
+                                  ) -> dict[str, grpc.StatusCode]:
+    """Keep 64 spends in flight; SIGTERM once `signal_after` are answered; the code each call ended with."""
+    codes: dict[str, grpc.StatusCode] = {}
+    gate = asyncio.Semaphore(64)
+    async with grpc.aio.insecure_channel(connects.target) as ch:
+        stub = connects_pb2_grpc.ConnectsServiceStub(ch)
+
+        async def one(rid: str) -> None:
+            async with gate:
+                try:
+                    await stub.Spend(pb.SpendRequest(request_id=rid, account_id=account, amount=1,
+                                                     reason=pb.SPEND_REASON_PROPOSAL),
+                                     metadata=(("authorization", f"Bearer {token}"),), timeout=20)
+                    codes[rid] = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as exc:
+                    codes[rid] = exc.code()
+                if len(codes) == signal_after:
+                    connects.proc.send_signal(signal.SIGTERM)
+
+        await asyncio.gather(*(one(rid) for rid in ids))
+    return codes
+
+
+def test_sigterm_with_calls_in_flight_answers_each_ok_or_unavailable_before_commit(launch, auth_secret):
+    connects = launch("connects", ADSMON_SHUTDOWN_GRACE_SECONDS="10")
+    token = mint_token(auth_secret, "tests")
+    account = unique("drain")
+    with grpc.insecure_channel(connects.target) as ch:
+        connects_pb2_grpc.ConnectsServiceStub(ch).Credit(
+            pb.CreditRequest(request_id=unique("credit"), account_id=account, amount=10_000,
+                             source=pb.LOT_SOURCE_BONUS), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+    ids = [f"{account}-{i}" for i in range(2000)]
+    codes = asyncio.run(spend_through_a_sigterm(connects, token, account, ids, signal_after=200))
+    assert connects.proc.wait(timeout=30) == 0
+    assert '"msg": "stopped"' in connects.log_tail()
+    outcomes = Counter(code.name for code in codes.values())
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
+    assert outcomes["OK"] >= 200 and outcomes["UNAVAILABLE"] > 0, "the signal came with calls still to send"
+    answered = {rid for rid, code in codes.items() if code is grpc.StatusCode.OK}
+    engine = sa.create_engine(connects.env["ADSMON_CONNECTS_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            committed = set(conn.execute(sa.text("SELECT request_id FROM idempotency_keys WHERE request_id = ANY(:i)"),
+                                         {"i": ids}).scalars())
+            available = conn.execute(sa.text("SELECT available FROM wallets WHERE account_id = :a"),
+                                     {"a": account}).scalar_one()
+        assert committed == answered, "an UNAVAILABLE call was committed, or an answered one was lost"
+        assert available == 10_000 - len(answered)
+        assert_books_balance(engine)
+    finally:
+        engine.dispose()

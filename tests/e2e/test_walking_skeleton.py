@@ -2,11 +2,13 @@
 
 connects `Credit` writes a ledger entry and an outbox row in one transaction,
 the relay publishes it to `connects.ledger.v1`, and billing's consumer records
-it exactly once, also when the same request is retried.
+it exactly once: when the same request is retried, and when Kafka delivers the
+same event again (at a new offset) or the same transaction under a new event id.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import urllib.request
@@ -14,9 +16,13 @@ import urllib.request
 import grpc
 import pytest
 import sqlalchemy as sa
-from adsmon.connects.v1 import connects_pb2, connects_pb2_grpc
+from adsmon.connects.v1 import connects_pb2, connects_pb2_grpc, events_pb2
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.connects.adapters.topics import LEDGER as LEDGER_TOPIC
 from services.kit.auth import mint_token
+from services.kit.kafka import decode_event, decode_payload, encode_event, make_producer
 from tests.conftest import ROOT, unique
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +57,44 @@ def credit(connects, auth_secret, request_id: str, account: str, amount: int):
             metadata=(("authorization", f"Bearer {mint_token(auth_secret, 'billing')}"),), timeout=10)
 
 
-def test_credit_reaches_billing_exactly_once_through_kafka(suite, auth_secret):
+def account_effect(billing, account: str) -> tuple[int, int]:
+    """How many ledger transactions billing recorded for the account, and their sum."""
+    engine = sa.create_engine(billing.env["ADSMON_BILLING_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            count, total = conn.execute(sa.text("SELECT count(*), coalesce(sum(amount), 0) FROM ledger_transactions "
+                                                "WHERE account_id = :a"), {"a": account}).one()
+            return count, total
+    finally:
+        engine.dispose()
+
+
+def consumed(billing) -> dict[str, float]:
+    """billing's consumer_processed_total on the ledger topic, by result."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{billing.metrics_port}/metrics", timeout=5).read().decode()
+    topic = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + LEDGER_TOPIC
+    return {s.labels["result"]: s.value for family in text_string_to_metric_families(body)
+            if family.name == "consumer_processed" for s in family.samples
+            if s.name == "consumer_processed_total" and s.labels.get("topic") == topic}
+
+
+def published_record(kafka_bootstrap: str, account: str, transaction_id: str):
+    topic = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + LEDGER_TOPIC
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        for record in consumer:
+            if record.key == account.encode():
+                msg = decode_payload(decode_event(record.value), {
+                    events_pb2.LedgerTransactionRecorded.DESCRIPTOR.full_name: events_pb2.LedgerTransactionRecorded})
+                if msg.transaction_id == transaction_id:
+                    return record
+    finally:
+        consumer.close()
+    raise AssertionError(f"{transaction_id} not found on {topic}")
+
+
+def test_credit_reaches_billing_exactly_once_through_kafka(suite, auth_secret, kafka_bootstrap):
     account, request_id = unique("acct"), unique("req")
     first = credit(suite["connects"], auth_secret, request_id, account, 40)
     tx_id = first.transaction.transaction_id
@@ -65,6 +108,33 @@ def test_credit_reaches_billing_exactly_once_through_kafka(suite, auth_secret):
     assert again.transaction.transaction_id == tx_id
     later = credit(suite["connects"], auth_secret, unique("req"), account, 10)
     wait_for(lambda: billing_rows(suite["billing"], later.transaction.transaction_id))
+    assert billing_rows(suite["billing"], tx_id) == rows
+    assert account_effect(suite["billing"], account) == (2, 50)
+
+    # Kafka delivers the event again at a new offset, and the same transaction arrives under a new event id.
+    before = consumed(suite["billing"])
+    record = published_record(kafka_bootstrap, account, tx_id)
+    renamed = decode_event(record.value)
+    renamed.event_id = unique("event")
+    topic = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + LEDGER_TOPIC
+    producer = make_producer(kafka_bootstrap, client_id="skeleton-test")
+    try:
+        producer.send(topic, key=record.key, value=record.value)
+        producer.send(topic, key=record.key, value=encode_event(renamed))
+        producer.flush(10)
+    finally:
+        producer.close()
+    # A new credit on the same account (same key, same partition) is consumed after both copies.
+    last = credit(suite["connects"], auth_secret, unique("req"), account, 5)
+    wait_for(lambda: billing_rows(suite["billing"], last.transaction.transaction_id))
+
+    def delta() -> dict[str, float]:
+        now = consumed(suite["billing"])
+        return {k: now.get(k, 0) - before.get(k, 0) for k in now if now.get(k, 0) != before.get(k, 0)}
+
+    wait_for(lambda: delta() == {"duplicate": 1, "applied": 2}, timeout=10)
+    assert delta() == {"duplicate": 1, "applied": 2}, "one duplicate skipped, nothing retried or dead-lettered"
+    assert account_effect(suite["billing"], account) == (3, 55)
     assert billing_rows(suite["billing"], tx_id) == rows
 
 

@@ -16,8 +16,6 @@ import sqlalchemy as sa
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from services.connects.bootstrap import bootstrap
 from services.connects.client import GrpcConnectsClient
@@ -26,6 +24,7 @@ from services.kit import errors
 from services.kit.clients import channel
 from services.kit.server import Server
 from tests.conftest import unique
+from tests.integration.connects.conftest import error_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 DAY = timedelta(days=1)
@@ -104,14 +103,6 @@ async def stub(server, auth_secret):
     yield make
     for ch in channels.values():
         await ch.close()
-
-
-def error_of(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict]:
-    status = rpc_status.from_call(exc)
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return exc.code(), info.reason, dict(info.metadata)
 
 
 def ts(value: datetime) -> Timestamp:

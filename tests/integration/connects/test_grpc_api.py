@@ -1,71 +1,36 @@
-"""ConnectsService through real gRPC (kit server, auth, interceptors) on PostgreSQL and Kafka."""
+"""ConnectsService through real gRPC (kit server, auth, interceptors) on PostgreSQL and Kafka: the wallet
+lifecycle, bad input, authorisation, request ids, pages, the expiring view, the jobs consumer, concurrency."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from dataclasses import replace
-from datetime import timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-import pytest_asyncio
+import sqlalchemy as sa
 from adsmon.connects.v1 import connects_pb2 as pb
-from adsmon.connects.v1 import connects_pb2_grpc
 from adsmon.marketplace.v1 import jobs_pb2
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from services.connects.adapters.repository import SqlAlchemyLedgerUnitOfWork
 from services.connects.adapters.topics import MARKETPLACE_JOBS
-from services.connects.bootstrap import bootstrap
-from services.connects.config import ConnectsConfig
+from services.connects.domain import commands as c
+from services.connects.domain.commands import DEFAULT_MAX_AMOUNT
+from services.connects.domain.model import MAX_CONNECTS, LotSource
+from services.connects.service_layer import queries as q
 from services.kit.clients import channel
+from services.kit.consumer import TABLE_NAME as PROCESSED_EVENTS
 from services.kit.kafka import encode_event, make_event, make_producer
-from services.kit.server import Server
 from tests.conftest import unique
+from tests.integration.connects.conftest import assert_books_balance, error_of, execute_one
+from tests.integration.connects.conftest import grpc_fund as fund
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 JOBS_TOPIC = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(create_database, auth_secret, kafka_bootstrap):
-    env = {"ADSMON_CONNECTS_DATABASE_URL": create_database("connects_grpc"),
-           "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_AUTH_SECRET": auth_secret.decode(),
-           "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
-           "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}
-    config = ConnectsConfig.from_env(env)
-    app = bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
-    app.drain_delay_seconds = 0
-    srv = Server(app)
-    await srv.start()
-    yield app
-    await srv.stop()
-
-
-def stub_for(app, auth_secret, caller):
-    return connects_pb2_grpc.ConnectsServiceStub(
-        channel(f"127.0.0.1:{app.grpc_port}", secret=auth_secret, caller=caller))
-
-
-@pytest.fixture
-def stubs(server, auth_secret):
-    return {name: stub_for(server, auth_secret, name) for name in ("billing", "ads", "marketplace")}
-
-
-def error_of(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict]:
-    status = rpc_status.from_call(exc)
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return exc.code(), info.reason, dict(info.metadata)
-
-
-async def fund(stubs, account, amount):
-    return await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=account, amount=amount,
-                                                          source=pb.LOT_SOURCE_PURCHASE))
 
 
 async def test_a_wallet_lifecycle_credit_spend_hold_capture_return_balance_and_history(stubs):
@@ -238,7 +203,18 @@ async def test_a_hold_past_its_ttl_is_released_by_the_sweeper(stubs):
     assert (balance.available, balance.held) == (10, 0)
 
 
-async def test_a_cancelled_job_returns_its_proposal_and_boost_spends_once(stubs, kafka_bootstrap):
+async def wait_until_processed(engine: sa.Engine, event_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(sa.text(f"SELECT 1 FROM {PROCESSED_EVENTS} WHERE event_id = :e"),
+                            {"e": event_id}).first():
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"event {event_id} not processed within {timeout}s")
+
+
+async def test_a_cancelled_job_returns_its_proposal_and_boost_spends_once(stubs, kafka_bootstrap, server_engine):
     acct, job = unique("acct"), unique("job")
     await fund(stubs, acct, 30)
     await stubs["marketplace"].Spend(_spend(account_id=acct, amount=4, reference=f"job:{job}/proposal:p"))
@@ -253,15 +229,17 @@ async def test_a_cancelled_job_returns_its_proposal_and_boost_spends_once(stubs,
         producer.send(JOBS_TOPIC, key=job.encode(), value=encode_event(event))
     again = make_event(jobs_pb2.JobRemoved(job_id=job), job, "marketplace")
     producer.send(JOBS_TOPIC, key=job.encode(), value=encode_event(again))
+    # Last on the same key (so the same partition, consumed in order): once it is processed, so are the others.
+    marker = make_event(jobs_pb2.JobCancelled(job_id=unique("job")), job, "marketplace")
+    producer.send(JOBS_TOPIC, key=job.encode(), value=encode_event(marker))
     producer.flush(10)
     producer.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=acct))
-        if balance.available >= 27:
-            break
-        await asyncio.sleep(0.3)
-    await asyncio.sleep(1.5)  # let the duplicate and the JobRemoved arrive too
+    await wait_until_processed(server_engine, marker.event_id)
+    with server_engine.connect() as conn:
+        processed = set(conn.execute(sa.text(f"SELECT event_id FROM {PROCESSED_EVENTS} WHERE event_id IN "
+                                             "(:a, :b, :m)"), {"a": event.event_id, "b": again.event_id,
+                                                               "m": marker.event_id}).scalars())
+    assert processed == {event.event_id, again.event_id, marker.event_id}
     page = await stubs["ads"].ListTransactions(pb.ListTransactionsRequest(account_id=acct, page_size=100))
     returns = [t for t in page.transactions if t.kind == pb.TRANSACTION_KIND_RETURN]
     assert sorted(t.amount for t in returns) == [4, 5]
@@ -276,3 +254,170 @@ async def test_hold_ttl_defaults_to_14_days(stubs):
     hold = await stubs["ads"].Hold(_hold(account_id=acct, amount=1))
     ttl = hold.expires_at.ToDatetime() - hold.transaction.occurred_at.ToDatetime()
     assert ttl == timedelta(days=14)
+
+
+async def test_grpc_an_oversized_page_token_is_invalid_argument(stubs):
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
+            account_id="a", page_size=10, page_token="v1." + "A" * 100_000))
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", {"field": "page_token"})
+
+
+async def test_grpc_a_well_formed_page_token_with_a_sequence_past_int64_is_invalid_argument(stubs):
+    acct = unique("acct")
+    await fund(stubs, acct, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
+            account_id=acct, page_size=10, page_token=q.encode_page_token(acct, 2**63)))
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", {"field": "page_token"})
+    last = await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
+        account_id=acct, page_size=10, page_token=q.encode_page_token(acct, 2**63 - 1)))
+    assert [t.kind for t in last.transactions] == [pb.TRANSACTION_KIND_CREDIT]
+
+
+async def test_grpc_replaying_an_ads_capture_as_marketplace_is_permission_denied(stubs):
+    acct = unique("acct")
+    await fund(stubs, acct, 10)
+    hold = await stubs["ads"].Hold(pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=4,
+                                                  reason=pb.SPEND_REASON_BOOST))
+    capture = pb.CaptureHoldRequest(request_id=unique("r"), hold_id=hold.hold_id, amount=4)
+    await stubs["ads"].CaptureHold(capture)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["marketplace"].CaptureHold(capture)
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+
+
+async def test_grpc_request_id_reused_across_methods_and_accounts_is_already_exists(stubs):
+    acct, other = unique("acct"), unique("acct")
+    rid = unique("r")
+    await stubs["billing"].Credit(pb.CreditRequest(request_id=rid, account_id=acct, amount=5,
+                                                   source=pb.LOT_SOURCE_BONUS))
+    calls = [
+        stubs["billing"].Credit(pb.CreditRequest(request_id=rid, account_id=other, amount=5,
+                                                 source=pb.LOT_SOURCE_BONUS)),
+        stubs["marketplace"].Spend(pb.SpendRequest(request_id=rid, account_id=acct, amount=5,
+                                                   reason=pb.SPEND_REASON_PROPOSAL)),
+        stubs["ads"].Hold(pb.HoldRequest(request_id=rid, account_id=acct, amount=5, reason=pb.SPEND_REASON_BOOST)),
+        stubs["ads"].ReleaseHold(pb.ReleaseHoldRequest(request_id=rid, hold_id="h")),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert error_of(exc.value)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    other_balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=other))
+    assert other_balance.available == 0
+
+
+async def test_grpc_unknown_enum_numbers_and_unknown_accounts(stubs):
+    for call in (stubs["ads"].Hold(pb.HoldRequest(request_id=unique("r"), account_id="a", amount=1, reason=99)),
+                 stubs["ads"].Spend(pb.SpendRequest(request_id=unique("r"), account_id="a", amount=1, reason=-1)),
+                 stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id="a", amount=1,
+                                                          source=2**31 - 1))):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_ENUM_VALUE")
+    balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=unique("nobody")))
+    assert (balance.available, balance.held, len(balance.lots), balance.expiring_within_30_days) == (0, 0, 0, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id="x" * 129))
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_TOO_LONG")
+
+
+async def test_grpc_business_max_credit_hold_capture_and_concurrent_duplicates(stubs):
+    acct = unique("acct")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=MAX_CONNECTS,
+                                                       source=pb.LOT_SOURCE_BONUS))
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "AMOUNT_TOO_LARGE")
+    await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct,
+                                                   amount=DEFAULT_MAX_AMOUNT, source=pb.LOT_SOURCE_BONUS))
+    hold_req = pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=DEFAULT_MAX_AMOUNT,
+                              reason=pb.SPEND_REASON_BOOST, ttl=Duration(seconds=3600))
+    holds = await asyncio.gather(*(stubs["ads"].Hold(hold_req) for _ in range(8)))
+    assert len({h.hold_id for h in holds}) == 1
+    capture = pb.CaptureHoldRequest(request_id=unique("r"), hold_id=holds[0].hold_id, amount=DEFAULT_MAX_AMOUNT - 1)
+    caps = await asyncio.gather(*(stubs["ads"].CaptureHold(capture) for _ in range(8)))
+    assert len({x.transaction.transaction_id for x in caps}) == 1
+    balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert (balance.available, balance.held) == (1, 0)
+
+
+async def test_grpc_mixed_concurrent_workload_on_one_wallet_conserves_connects(stubs):
+    acct = unique("acct")
+    await fund(stubs, acct, 100)
+
+    async def one(i):
+        try:
+            if i % 3 == 0:
+                await stubs["marketplace"].Spend(pb.SpendRequest(request_id=unique("r"), account_id=acct, amount=3,
+                                                                 reason=pb.SPEND_REASON_PROPOSAL))
+                return ("spend", 3)
+            hold = await stubs["ads"].Hold(pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=4,
+                                                          reason=pb.SPEND_REASON_BOOST))
+            if i % 3 == 1:
+                await stubs["ads"].CaptureHold(pb.CaptureHoldRequest(request_id=unique("r"), hold_id=hold.hold_id,
+                                                                     amount=2))
+                return ("capture", 2)
+            await stubs["ads"].ReleaseHold(pb.ReleaseHoldRequest(request_id=unique("r"), hold_id=hold.hold_id))
+            return ("release", 0)
+        except grpc.aio.AioRpcError as exc:
+            assert error_of(exc)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_CONNECTS")
+            return ("refused", 0)
+
+    results = await asyncio.gather(*(one(i) for i in range(60)))
+    used = sum(amount for _, amount in results)
+    balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert (balance.available, balance.held) == (100 - used, 0)
+    assert Counter(kind for kind, _ in results)["spend"] + Counter(k for k, _ in results)["capture"] > 0
+
+
+async def test_grpc_only_marketplace_and_operator_may_return_connects(stubs):
+    acct = unique("acct")
+    await fund(stubs, acct, 10)
+    spends = [await stubs["marketplace"].Spend(pb.SpendRequest(request_id=unique("r"), account_id=acct, amount=2,
+                                                               reason=pb.SPEND_REASON_PROPOSAL))
+              for _ in range(2)]
+
+    def ret(spend):
+        return pb.ReturnConnectsRequest(request_id=unique("r"), spend_transaction_id=spend.transaction.transaction_id,
+                                        reason=pb.RETURN_REASON_JOB_REMOVED_TOS)
+
+    for caller in ("ads", "billing"):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stubs[caller].ReturnConnects(ret(spends[0]))
+        assert error_of(exc.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    await stubs["marketplace"].ReturnConnects(ret(spends[0]))
+    await stubs["operator"].ReturnConnects(ret(spends[1]))
+    balance = await stubs["marketplace"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert balance.available == 10
+
+
+async def test_grpc_credit_cannot_make_return_lots_and_reserved_request_ids_are_refused(stubs):
+    acct = unique("acct")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=5,
+                                                       source=pb.LOT_SOURCE_RETURN))
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "SOURCE_NOT_ALLOWED")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=f"{c.RESERVED_REQUEST_ID_PREFIX}job-return:x",
+                                                       account_id=acct, amount=5, source=pb.LOT_SOURCE_BONUS))
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "RESERVED_REQUEST_ID")
+    balance = await stubs["billing"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert (balance.available, len(balance.lots)) == (0, 0)
+
+
+async def test_the_30_day_expiring_view_on_postgres_counts_only_lots_due_in_the_window(stubs, server_engine):
+    """Lots dated in the past are written on the server's database (the RPCs date lots now); the view is read
+    through GetBalance."""
+    acct, now = unique("acct"), datetime.now(UTC)
+    for age_days, amount in ((340, 7), (336, 5), (330, 3), (100, 11)):  # due in 25, 29, 35 and 265 days
+        out = execute_one(lambda: SqlAlchemyLedgerUnitOfWork(server_engine),
+                          c.Credit(unique("r"), acct, amount, LotSource.BONUS), at=now - timedelta(days=age_days))
+        assert out.error is None, out.error
+    await stubs["marketplace"].Hold(pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=4,
+                                                   reason=pb.SPEND_REASON_PROPOSAL))  # from the 7-lot, oldest
+    balance = await stubs["marketplace"].GetBalance(pb.GetBalanceRequest(account_id=acct))
+    assert (balance.available, balance.held) == (7 + 5 + 3 + 11 - 4, 4)
+    assert balance.expiring_within_30_days == (7 - 4) + 5
+    assert sum(lot.remaining for lot in balance.lots) == balance.available
+    assert_books_balance(server_engine)

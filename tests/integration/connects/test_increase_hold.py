@@ -12,17 +12,12 @@ import sqlalchemy as sa
 from services.connects.domain import commands as c
 from services.connects.domain.model import HoldStatus, LotSource, SpendReason
 from tests.conftest import unique
-from tests.integration.connects.conftest import assert_books_balance, execute_one
+from tests.integration.connects.conftest import assert_books_balance, execute_one, ok
 
 pytestmark = pytest.mark.integration
 
 ROUNDS = 60
 CREDIT, HOLD, CAPTURE = 100, 10, 7
-
-
-def ok(outcome):
-    assert outcome.error is None, outcome.error
-    return outcome.receipt
 
 
 def snapshot(engine, acct: str, hold_id: str) -> dict[str, object]:

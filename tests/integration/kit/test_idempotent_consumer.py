@@ -8,18 +8,13 @@ import pytest
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import DeadLetter, Event
 from google.protobuf.wrappers_pb2 import Int64Value
-from prometheus_client import REGISTRY
 
 from services.kit.consumer import PROCESSED, IdempotentConsumer
 from services.kit.kafka import decode_payload, dlq_topic, encode_event, make_event, make_producer
-from tests.conftest import unique
+from tests.conftest import metric, unique
 from tests.integration.kit.support import balances, committed_offsets, end_offsets, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def credit(conn, event: Event, record) -> None:

@@ -10,20 +10,15 @@ import pytest
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import Event
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
-from prometheus_client import REGISTRY
 
 from services.kit import outbox
 from services.kit.consumer import IdempotentConsumer
 from services.kit.kafka import decode_payload, make_event, make_producer
 from services.kit.outbox import OUTBOX, OutboxRelay, SimulatedCrash
-from tests.conftest import unique
+from tests.conftest import metric, unique
 from tests.integration.kit.support import balances, free_port, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def unpublished(engine) -> int:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from services.connects.domain import commands as c
 from services.connects.domain.model import LotSource, SpendReason
-from services.connects.service_layer import handlers, queries
-from services.connects.service_layer.handlers import Envelope
+from services.connects.service_layer import queries
 from tests.conftest import unique
+from tests.unit.connects.conftest import NOW
+from tests.unit.connects.conftest import run_ok as ok
 from tests.unit.connects.fakes import FakeLedgerStore
 
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-def ok(store, cmd, at, caller="tests"):
-    (out,) = handlers.execute(store.uow(), [Envelope(cmd, caller)], at)
-    assert out.error is None, out.error
-    return out.receipt
 
 
 def test_held_connects_expiring_within_30_days_are_shown_apart_from_the_available_ones():

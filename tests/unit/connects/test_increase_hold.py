@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,14 +15,13 @@ from services.connects.adapters.events import ledger_event
 from services.connects.domain import commands as c
 from services.connects.domain.model import HOLDS, HoldStatus, LotSource, SpendReason, TransactionKind, Wallet
 from services.connects.service_layer import handlers
-from services.connects.service_layer.handlers import Envelope
 from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument
 from services.kit.migrations import upgrade
 from tests.conftest import unique
+from tests.unit.connects.conftest import NOW, run
 from tests.unit.connects.fakes import FakeLedgerStore
 
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
@@ -182,10 +181,6 @@ def test_a_bad_new_amount_is_refused_with_the_field(new_amount, reason):
 
 
 # ----- the use case over the fakes -----------------------------------------------------------------------------------
-
-
-def run(store, *cmds, caller="tests", now=NOW):
-    return handlers.execute(store.uow(), [Envelope(cmd, caller) for cmd in cmds], now)
 
 
 def funded_hold(store, amount=4, reason=SpendReason.BOOST, credit=20):

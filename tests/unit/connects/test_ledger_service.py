@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from services.connects.domain import commands as c
 from services.connects.domain.model import HoldStatus, LotSource, ReturnReason, SpendReason, TransactionKind
 from services.connects.service_layer import handlers, queries
-from services.connects.service_layer.handlers import Envelope
 from services.kit.errors import DomainError, InvalidArgument
 from services.kit.server import running
 from tests.conftest import unique
 from tests.support.connects import connects_app
+from tests.unit.connects.conftest import NOW, FlakyUnitOfWorks, credit, run
 from tests.unit.connects.fakes import FakeLedgerStore
-
-NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 class Recorder(handlers.NullMetrics):
@@ -30,14 +28,6 @@ class Recorder(handlers.NullMetrics):
 
     def refused(self, method, error):
         self.refusals.append(error.reason)
-
-
-def run(store, *cmds, caller="tests", now=NOW, metrics=None):
-    return handlers.execute(store.uow(), [Envelope(cmd, caller) for cmd in cmds], now, metrics)
-
-
-def credit(account, amount=10, source=LotSource.PLAN_GRANT, rid=None):
-    return c.Credit(rid or unique("r"), account, amount, source)
 
 
 def test_same_request_id_returns_the_first_answer_and_counts_a_replay():
@@ -226,19 +216,11 @@ async def test_batcher_applies_concurrent_duplicates_once_and_answers_both():
 
 async def test_batcher_retries_a_failed_batch_command_by_command():
     store, acct = FakeLedgerStore(), unique("a")
-    calls = {"n": 0}
-
-    def flaky_uow():
-        uow = store.uow()
-        calls["n"] += 1
-        if calls["n"] == 2:
-            uow.fail_on_save = RuntimeError("connection reset")
-        return uow
-
-    async with running(connects_app(flaky_uow, store, clock=lambda: NOW)) as app:
+    uow_factory = FlakyUnitOfWorks(store)
+    async with running(connects_app(uow_factory, store, clock=lambda: NOW)) as app:
         await app.ledger.mutate(credit(acct, 100), "tests")
         results = await asyncio.gather(*(app.ledger.mutate(credit(acct, 1), "tests") for _ in range(5)))
-    assert calls["n"] >= 3, "the failed unit of work was followed by retries"
+    assert uow_factory.calls >= 3, "the failed unit of work was followed by retries"
     assert len(results) == 5 and store.wallets[acct].available == 105
 
 

@@ -223,10 +223,42 @@ def test_alert_rules_are_valid_and_their_unit_tests_pass():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_every_alert_is_unit_tested_firing():
+def alert_cases() -> list[dict]:
     tests = yaml.safe_load((PROM / "alerts_test.yml").read_text())["tests"]
-    fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case.get("exp_alerts")}
-    assert {r["alert"] for r in alert_rules()} <= fired
+    return [case for t in tests for case in t.get("alert_rule_test", [])]
+
+
+@pytest.mark.parametrize("alert", [r["alert"] for r in alert_rules()])
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not(alert):
+    cases = [case for case in alert_cases() if case["alertname"] == alert]
+    assert any(case["exp_alerts"] for case in cases), f"no promtool case where {alert} fires"
+    assert any(not case["exp_alerts"] for case in cases), f"no promtool case where {alert} stays quiet"
+
+
+def promtool_test_with(tmp_path: Path, rules: list[dict]) -> subprocess.CompletedProcess[str]:
+    """Run alerts_test.yml against a changed copy of the alert rules (the SLO recording rules unchanged)."""
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump({"groups": [{"name": "changed", "rules": rules}]}))
+    for name in ("slo.yml", "alerts_test.yml"):
+        (tmp_path / name).write_text((PROM / name).read_text())
+    return subprocess.run([promtool(), "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("alert", [r["alert"] for r in alert_rules() if "for" in r])
+def test_the_unit_tests_fail_if_an_alerts_for_duration_were_dropped(tmp_path, alert):
+    """Each alert with a `for:` has a case evaluated while its condition holds but `for:` has not elapsed (and
+    one past it): without the `for:` it would fire early and promtool would fail."""
+    rules = [{k: v for k, v in r.items() if not (r["alert"] == alert and k == "for")} for r in alert_rules()]
+    out = promtool_test_with(tmp_path, rules)
+    assert out.returncode != 0, f"dropping {alert}'s for: changes no promtool result"
+    assert f"alertname: {alert}" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("alert", [r["alert"] for r in alert_rules()])
+def test_the_unit_tests_fail_if_an_alert_never_fired(tmp_path, alert):
+    rules = [{**r, "expr": "vector(0) > 1"} if r["alert"] == alert else r for r in alert_rules()]
+    out = promtool_test_with(tmp_path, rules)
+    assert out.returncode != 0 and f"alertname: {alert}" in out.stdout + out.stderr
 
 
 def test_every_alert_links_its_runbook_and_every_runbook_has_an_alert():

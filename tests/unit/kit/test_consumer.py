@@ -19,6 +19,7 @@ from services.kit.consumer import PROCESSED, IdempotentConsumer
 from services.kit.db import make_engine
 from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.kafka import UndecodableEvent, decode_event, decode_payload, encode_event, make_event
+from tests.conftest import metric
 from tests.support.kafka import Rec
 
 balances = sa.Table("balances", sa.MetaData(), sa.Column("account", sa.String, primary_key=True),
@@ -48,10 +49,6 @@ class FakeDlqProducer:
 
     def close(self, timeout=None):
         pass
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
@@ -325,3 +322,16 @@ def test_after_commit_does_not_run_when_the_handler_fails(engine):
     c, dlq = make(engine, handler=refuse, after_commit=lambda: calls.append(None))
     assert c.process(record(credited(1))) == "dead_lettered"
     assert calls == [] and len(dlq.sent) == 1
+
+
+def test_a_started_consumer_exports_its_dead_letter_count_from_zero(engine):
+    """Alerts use increase(consumer_dlq_total): a series born at 1 would hide the first dead letter."""
+    c, _ = make(engine)
+    tp = TopicPartition("ledger", 0)
+    c._consumer_factory = lambda: FakeKafkaConsumer([{tp: []}])
+    assert REGISTRY.get_sample_value("consumer_dlq_total", {"service": c.service, "topic": "ledger"}) is None
+    c.start()
+    try:
+        assert REGISTRY.get_sample_value("consumer_dlq_total", {"service": c.service, "topic": "ledger"}) == 0
+    finally:
+        c.stop()

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import Event
 from google.protobuf.wrappers_pb2 import StringValue
-from prometheus_client import REGISTRY
 
 from services.kit import outbox
 from services.kit.db import make_engine
 from services.kit.kafka import make_event
 from services.kit.outbox import OUTBOX, OutboxRelay, OutboxRow, SimulatedCrash, publishable
+from tests.conftest import metric
 
 
 class FakeFuture:
@@ -45,10 +45,6 @@ class FakeProducer:
 
     def close(self, timeout=None) -> None:
         self.closed = True
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
