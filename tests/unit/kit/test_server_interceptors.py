@@ -138,6 +138,10 @@ async def test_handled_counter_uses_go_grpc_prometheus_labels(server):
     before = REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
     with pytest.raises(grpc.aio.AioRpcError):
         await call(server.app.grpc_port, "Refuse", token=mint_token(SECRET, "tests"))
+    for _ in range(100):  # counted as the server finishes the call, which may be just after the client sees it
+        if REGISTRY.get_sample_value("grpc_server_handled_total", labels) != before:
+            break
+        await asyncio.sleep(0.01)
     assert REGISTRY.get_sample_value("grpc_server_handled_total", labels) == before + 1
     count = REGISTRY.get_sample_value(
         "grpc_server_handling_seconds_count",
