@@ -224,6 +224,11 @@ class ServiceConfig:
     # once. Empty: dynamic membership. Must be unique per consumer process in a group.
     kafka_instance_id: str = ""
     kafka_session_timeout_ms: int = 10_000
+    # Input limits and overload: requests/responses up to this size; any request string up to this length;
+    # more RPCs than this in flight are shed with RESOURCE_EXHAUSTED OVERLOADED (0: no limit).
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_string_length: int = 4096
+    max_concurrent_rpcs: int = 256
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -270,4 +275,7 @@ class ServiceConfig:
             kafka_security=KafkaSecurity.from_env(env),
             kafka_instance_id=_instance_id(env.str("KAFKA_INSTANCE_ID", "")),
             kafka_session_timeout_ms=env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, lo=6_000, hi=300_000),
+            max_message_bytes=env.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
+            max_string_length=env.int("MAX_STRING_LENGTH", 4096, lo=16, hi=1024 * 1024),
+            max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", 256, lo=0, hi=100_000),
         )
