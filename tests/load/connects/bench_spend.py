@@ -93,14 +93,15 @@ def pgbench_tps(db: str, clients: int) -> float:
     return float(match.group(1))
 
 
-def start_service(db_url: str, secret_file: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]:
+def start_service(db_url: str, secret_file: str, extra_env: dict[str, str] | None = None,
+                  ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]:
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "ADSMON_CONNECTS_DATABASE_URL": db_url, "ADSMON_CONNECTS_GRPC_PORT": str(port),
            "ADSMON_CONNECTS_METRICS_PORT": str(metrics_port), "ADSMON_AUTH_SECRET_FILE": secret_file,
            "ADSMON_LOG_LEVEL": "WARNING", "ADSMON_CONNECTS_CONSUME_JOBS": "false",
            "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false", "ADSMON_CONNECTS_PROCESSES": str(PROCESSES),
            # `seed` funds each account once for the whole run, above the default per-command maximum.
-           "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS)}
+           "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS), **(extra_env or {})}
     env.pop("ADSMON_AUTH_SECRET", None)
     log = open(Path(tempfile.gettempdir()) / "bench_connects.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "services.connects"], cwd=ROOT, env=env,
