@@ -22,7 +22,15 @@ from adsmon.connects.v1 import connects_pb2 as pb
 from sqlalchemy.engine import make_url
 
 from services.kit.auth import mint_token
-from tests.load.connects.bench_spend import ACCOUNTS, SPEND, admin_engine, scratch_db, seed, start_service
+from tests.load.connects.bench_spend import (
+    ACCOUNTS,
+    SPEND,
+    admin_engine,
+    clean_up,
+    scratch_db,
+    seed,
+    start_service,
+)
 from tests.load.ghz import ghz_path, protoset
 
 LIMIT = int(os.environ.get("BENCH_OVERLOAD_LIMIT", "8"))
@@ -75,13 +83,7 @@ def main() -> int:
         offered = max(1, int(2 * carried))
         _, over = ghz_by_status(target, descriptors, data, md, concurrency=8 * LIMIT, rps=offered)
     finally:
-        for process in (proc, relay):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        secret_file.unlink(missing_ok=True)
+        clean_up([proc, relay], admin, [db], secret_file)
     ok, shed = over.get("OK", []), over.get("ResourceExhausted", [])
     others = {status: len(v) for status, v in over.items() if status not in {"OK", "ResourceExhausted"}}
     print("\n".join([

@@ -130,6 +130,19 @@ def start_service(db_url: str, secret_file: str, extra_env: dict[str, str] | Non
     raise RuntimeError("connects did not start within 60s")
 
 
+def clean_up(processes: list[subprocess.Popen[bytes] | None], admin: sa.Engine, dbs: list[str],
+             secret_file: Path) -> None:
+    """Stop the service processes, drop the scratch databases, remove the secret file."""
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+    with admin.connect() as conn:
+        for db in dbs:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    secret_file.unlink(missing_ok=True)
+
+
 def seed(port: int, secret: bytes, accounts: list[str]) -> None:
     md = [("authorization", f"Bearer {mint_token(secret, 'billing')}")]
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -232,14 +245,7 @@ def run(bare_target: str, bare_descriptors: str) -> int:
         balanced, books = check_books(db_url)
         books += f"; {outbox_backlog(db_url)}"
     finally:
-        for p in (proc, relay):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
-        with admin.connect() as conn:
-            for db in dbs:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        secret_file.unlink(missing_ok=True)
+        clean_up([proc, relay], admin, dbs, secret_file)
     full, hot_r = median_result(fulls), median_result(hots)
     bare = median_result(bares).rps
     half = median_result(halves, key=lambda r: r.p99_ms)
