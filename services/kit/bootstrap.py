@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.kit.config import ServiceConfig
 from services.kit.consumer import Handler, IdempotentConsumer
 from services.kit.db import Database, check_connection, make_engine
-from services.kit.kafka import ensure_topics, service_topics
+from services.kit.kafka import configure_clients, ensure_topics, service_topics
 from services.kit.migrations import Migrations, upgrade
 from services.kit.outbox import OutboxRelay
 from services.kit.startup import StartupError
@@ -35,10 +35,17 @@ def _reachable(bootstrap: str, timeout: float) -> None:
     raise StartupError(f"kafka unreachable at {'; '.join(errors)}")
 
 
+def apply_kafka_settings(config: ServiceConfig) -> None:
+    """Every Kafka client of this process uses the service's security and group settings."""
+    configure_clients(config.kafka_security, session_timeout_ms=config.kafka_session_timeout_ms,
+                      instance_id=config.kafka_instance_id)
+
+
 def start_foundation(config: ServiceConfig, migrations: Migrations, *, produces: Sequence[str],
                      consumes: Sequence[str]) -> Database:
     """Open and migrate the database; create the topics the service produces and consumes (and their DLQs)."""
     # Both dependencies answer before anything is changed (migrations), so a bad setting fails in one line.
+    apply_kafka_settings(config)
     _reachable(config.kafka_bootstrap, timeout=3.0)
     db = open_database(config.database_url, migrations, pool_size=config.db_pool_size)
     try:
@@ -74,6 +81,7 @@ def open_database(url: str, migrations: Migrations, *, pool_size: int = 10) -> D
 
 def outbox_relay(config: ServiceConfig, engine: Engine) -> OutboxRelay:
     """The service's relay, publishing into the configured topic namespace."""
+    apply_kafka_settings(config)
     return OutboxRelay(engine, config.kafka_bootstrap, service=config.service,
                        topic_prefix=config.kafka_topic_prefix)
 

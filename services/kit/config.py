@@ -11,7 +11,7 @@ import builtins
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.kit.startup import StartupError
@@ -106,6 +106,94 @@ def _topic_prefix(value: str) -> str:
     return value
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _instance_id(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", value):
+        raise ConfigError(f"ADSMON_KAFKA_INSTANCE_ID={value!r} may only contain letters, digits, '.', '_', '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How Kafka clients authenticate and encrypt (PLAINTEXT, nothing else, by default locally).
+
+    The SASL password is read from a file at startup and kept out of repr() and logs.
+    """
+
+    protocol: str = "PLAINTEXT"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+
+    def client_kwargs(self) -> dict[str, object]:
+        """The kafka-python keyword arguments (empty for PLAINTEXT: the library's defaults)."""
+        kwargs: dict[str, object] = {}
+        if self.protocol == "PLAINTEXT":
+            return kwargs
+        kwargs["security_protocol"] = self.protocol
+        if self.protocol in {"SSL", "SASL_SSL"}:
+            kwargs["ssl_check_hostname"] = True
+            for key, value in (("ssl_cafile", self.ca_file), ("ssl_certfile", self.cert_file),
+                               ("ssl_keyfile", self.key_file)):
+                if value:
+                    kwargs[key] = value
+        if self.protocol.startswith("SASL_"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    @classmethod
+    def from_env(cls, env: Env) -> KafkaSecurity:
+        """Read ADSMON_KAFKA_SECURITY_PROTOCOL and friends; a bad combination is one ConfigError line."""
+        prefix = f"ADSMON_{env.service.upper()}_"
+        protocol = env.str("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ConfigError(f"{prefix}KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
+                              f"{', '.join(KAFKA_PROTOCOLS)}")
+        ca, cert, key = (env.str(f"KAFKA_SSL_{n}_FILE", "") or None for n in ("CA", "CERT", "KEY"))
+        mechanism = env.str("KAFKA_SASL_MECHANISM", "").upper() or None
+        username = env.str("KAFKA_SASL_USERNAME", "") or None
+        password_file = env.str("KAFKA_SASL_PASSWORD_FILE", "") or None
+        if env.str("KAFKA_SASL_PASSWORD", ""):
+            raise ConfigError(f"{prefix}KAFKA_SASL_PASSWORD is not read: put the password in a file "
+                              "named by KAFKA_SASL_PASSWORD_FILE")
+        uses_ssl = protocol in {"SSL", "SASL_SSL"}
+        uses_sasl = protocol.startswith("SASL_")
+        if not uses_ssl and (ca or cert or key):
+            raise ConfigError(f"KAFKA_SSL_*_FILE settings need KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, "
+                              f"not {protocol}")
+        if bool(cert) != bool(key):
+            raise ConfigError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together (a client certificate "
+                              "needs its key)")
+        for name, path in (("CA", ca), ("CERT", cert), ("KEY", key)):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"KAFKA_SSL_{name}_FILE={path!r} is not a readable file")
+        if not uses_sasl:
+            if mechanism or username or password_file:
+                raise ConfigError(f"KAFKA_SASL_* settings need KAFKA_SECURITY_PROTOCOL=SASL_SSL or "
+                                  f"SASL_PLAINTEXT, not {protocol}")
+            return cls(protocol, ca, cert, key)
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"KAFKA_SASL_MECHANISM={mechanism!r} must be one of {', '.join(SASL_MECHANISMS)} "
+                              f"with {protocol}")
+        if not username or not password_file:
+            raise ConfigError(f"{protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD_FILE")
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"KAFKA_SASL_PASSWORD_FILE: cannot read the password file ({exc.strerror})") from None
+        if not password:
+            raise ConfigError("KAFKA_SASL_PASSWORD_FILE names an empty file")
+        return cls(protocol, ca, cert, key, mechanism, username, password)
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What every service needs to start; services embed it in their own config."""
@@ -138,6 +226,16 @@ class ServiceConfig:
     # Freeze the objects alive after start-up out of the garbage collector's generations (gc.freeze):
     # the full collections under load then do not walk the modules, stubs and SQLAlchemy metadata.
     gc_freeze: bool = True
+    kafka_security: KafkaSecurity = KafkaSecurity()
+    # Static group membership (group.instance.id): a restarted consumer gets its partitions back at
+    # once. Empty: dynamic membership. Must be unique per consumer process in a group.
+    kafka_instance_id: str = ""
+    kafka_session_timeout_ms: int = 10_000
+    # Input limits and overload: requests/responses up to this size; any request string up to this length;
+    # more RPCs than this in flight are shed with RESOURCE_EXHAUSTED OVERLOADED (0: no limit).
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_string_length: int = 4096
+    max_concurrent_rpcs: int = 256
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -183,4 +281,10 @@ class ServiceConfig:
             relay_in_process=env.bool("RELAY_IN_PROCESS", True),
             gil_switch_interval_ms=env.float("GIL_SWITCH_INTERVAL_MS", 5.0, lo=0.05, hi=100.0),
             gc_freeze=env.bool("GC_FREEZE", True),
+            kafka_security=KafkaSecurity.from_env(env),
+            kafka_instance_id=_instance_id(env.str("KAFKA_INSTANCE_ID", "")),
+            kafka_session_timeout_ms=env.int("KAFKA_SESSION_TIMEOUT_MS", 10_000, lo=6_000, hi=300_000),
+            max_message_bytes=env.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
+            max_string_length=env.int("MAX_STRING_LENGTH", 4096, lo=16, hi=1024 * 1024),
+            max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", 256, lo=0, hi=100_000),
         )

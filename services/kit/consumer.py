@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from services.kit import backoff, errors
 from services.kit.db import is_postgres
 from services.kit.kafka import (
+    CLOSE_TIMEOUT_MS,
     MAX_ID_LENGTH,
     UndecodableEvent,
     close_quietly,
@@ -180,7 +181,8 @@ class IdempotentConsumer(Worker):
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
-                consumer.close(autocommit=False)
+                # Bounded: a stop during a rebalance must not wait out the coordinator (took 16 s).
+                consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
             except Exception:
                 log.debug("closing consumer %s failed", self.group_id, exc_info=True)
 

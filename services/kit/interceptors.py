@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf import message as pb_message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -76,13 +77,66 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary handler of the server."""
+DEFAULT_MAX_STRING_LENGTH = 4096
+DEFAULT_MAX_CONCURRENT_RPCS = 256
 
-    def __init__(self, service: str, authenticator: Authenticator, policies: Mapping[str, Policy]) -> None:
+# A message type's string-field plan: (field name, repeated?, None for a string or the sub-message's plan).
+_Plan = tuple[tuple[str, bool, "_Plan | None"], ...]
+_plans: dict[str, _Plan] = {}
+
+
+def _plan(descriptor: Any) -> _Plan:
+    """The fields of `descriptor` that are strings or messages that (transitively) hold strings; cached."""
+    plan = _plans.get(descriptor.full_name)
+    if plan is None:
+        _plans[descriptor.full_name] = ()  # a recursive message type: stop at the cycle
+        entries: list[tuple[str, bool, _Plan | None]] = []
+        for field in descriptor.fields:
+            repeated = bool(field.is_repeated)
+            if field.type == field.TYPE_STRING:
+                entries.append((field.name, repeated, None))
+            elif field.type == field.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+                sub = _plan(field.message_type)
+                if sub:
+                    entries.append((field.name, repeated, sub))
+        plan = _plans[descriptor.full_name] = tuple(entries)
+    return plan
+
+
+def too_long_field(message: Any, limit: int, plan: _Plan | None = None, prefix: str = "") -> str | None:
+    """The path of the first string field in `message` longer than `limit` characters, else None."""
+    for name, repeated, sub in _plan(message.DESCRIPTOR) if plan is None else plan:
+        value = getattr(message, name)
+        if sub is None:
+            if any(len(v) > limit for v in value) if repeated else len(value) > limit:
+                return prefix + name
+        elif repeated:
+            for item in value:
+                if (found := too_long_field(item, limit, sub, f"{prefix}{name}.")) is not None:
+                    return found
+        elif message.HasField(name) and (found := too_long_field(value, limit, sub, f"{prefix}{name}.")):
+            return found
+    return None
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary handler of the server.
+
+    Beyond auth and status mapping it sheds load (more than `max_concurrent_rpcs` in flight:
+    RESOURCE_EXHAUSTED OVERLOADED at once, counted in grpc_server_shed_total; 0 = no limit) and refuses
+    any request string field longer than `max_string_length` characters (INVALID_ARGUMENT FIELD_TOO_LONG).
+    Health and reflection are exempt from both.
+    """
+
+    def __init__(self, service: str, authenticator: Authenticator, policies: Mapping[str, Policy], *,
+                 max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
+                 max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS) -> None:
         self.domain = f"{service}.adsmon"
         self.authenticator = authenticator
         self.policies = policies
+        self.max_string_length = max_string_length
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.in_flight = 0
         self._metric_children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -130,11 +184,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
         policy = self.policies.get(grpc_service)
         started_total, received_total, sent_total, handling, handled = self._children(grpc_service, grpc_method)
+        shed_total = metrics.server_shed.labels(grpc_service, grpc_method)
+        limit, max_length = self.max_concurrent_rpcs, self.max_string_length
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             started_total.inc()
             received_total.inc()
+            if limit and self.in_flight >= limit:
+                # Shed at once (no queueing until the caller's deadline): one cheap status, no auth work.
+                shed_total.inc()
+                handled(grpc.StatusCode.RESOURCE_EXHAUSTED).inc()
+                handling.observe(time.perf_counter() - started)
+                status = error_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED",
+                                      f"{self.domain} has {limit} requests in flight; retry with backoff",
+                                      self.domain, {"limit": str(limit)})
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            self.in_flight += 1
             md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
             rid = md.get("x-request-id") or getattr(request, "request_id", "") or uuid.uuid4().hex
             rid_token = request_id_var.set(rid[:MAX_REQUEST_ID_LEN])
@@ -156,6 +222,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument("MALFORMED_REQUEST",
                                           f"the request is not a valid {grpc_method} request message "
                                           f"({request.error}), e.g. a string field that is not UTF-8")
+                if (max_length and isinstance(request, pb_message.Message)
+                        and (field := too_long_field(request, max_length)) is not None):
+                    raise InvalidArgument("FIELD_TOO_LONG",
+                                          f"{field} is longer than {max_length} characters", field=field,
+                                          max_length=max_length)
                 try:
                     response = await inner(request, context)
                 except NotImplementedError:
@@ -184,6 +255,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = status.code
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
+                self.in_flight -= 1
                 elapsed = time.perf_counter() - started
                 handled(code).inc()
                 handling.observe(elapsed)

@@ -52,6 +52,9 @@ server_handling = Histogram("grpc_server_handling_seconds",
                             "Histogram of response latency (seconds) of gRPC that had been "
                             "application-level handled by the server.", _LABELS,
                             buckets=LATENCY_BUCKETS)
+server_shed = Counter("grpc_server_shed_total",
+                      "RPCs refused with RESOURCE_EXHAUSTED (OVERLOADED) because the server had its "
+                      "maximum of concurrent RPCs in flight.", ("grpc_service", "grpc_method"))
 
 client_started = Counter("grpc_client_started_total",
                          "Total number of RPCs started on the client.", _LABELS)

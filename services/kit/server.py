@@ -147,11 +147,14 @@ class Server:
     async def start(self) -> None:
         cfg = self.app.config
         policies = {s.name: s.policy for s in self.app.services}
-        interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies)
+        interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies,
+                                        max_string_length=cfg.max_string_length,
+                                        max_concurrent_rpcs=cfg.max_concurrent_rpcs)
         reuse_port = cfg.grpc_reuse_port
         server = grpc.aio.server(
             interceptors=[interceptor],
-            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            options=[("grpc.max_receive_message_length", cfg.max_message_bytes),
+                     ("grpc.max_send_message_length", cfg.max_message_bytes),
                      ("grpc.so_reuseport", int(reuse_port))],
         )
         for svc in self.app.services:

@@ -256,11 +256,18 @@ async def test_hold_ttl_defaults_to_14_days(stubs):
     assert ttl == timedelta(days=14)
 
 
-async def test_grpc_an_oversized_page_token_is_invalid_argument(stubs):
+async def test_grpc_an_oversized_page_token_within_the_string_limit_is_invalid_page_token(stubs):
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
+            account_id="a", page_size=10, page_token="v1." + "A" * 4000))
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", {"field": "page_token"})
+
+
+async def test_grpc_a_page_token_over_the_kit_string_limit_is_field_too_long(stubs):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stubs["marketplace"].ListTransactions(pb.ListTransactionsRequest(
             account_id="a", page_size=10, page_token="v1." + "A" * 100_000))
-    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", {"field": "page_token"})
+    assert error_of(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_TOO_LONG")
 
 
 async def test_grpc_a_well_formed_page_token_with_a_sequence_past_int64_is_invalid_argument(stubs):

@@ -93,14 +93,15 @@ def pgbench_tps(db: str, clients: int) -> float:
     return float(match.group(1))
 
 
-def start_service(db_url: str, secret_file: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]:
+def start_service(db_url: str, secret_file: str, extra_env: dict[str, str] | None = None,
+                  ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]:
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "ADSMON_CONNECTS_DATABASE_URL": db_url, "ADSMON_CONNECTS_GRPC_PORT": str(port),
            "ADSMON_CONNECTS_METRICS_PORT": str(metrics_port), "ADSMON_AUTH_SECRET_FILE": secret_file,
            "ADSMON_LOG_LEVEL": "WARNING", "ADSMON_CONNECTS_CONSUME_JOBS": "false",
            "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false", "ADSMON_CONNECTS_PROCESSES": str(PROCESSES),
            # `seed` funds each account once for the whole run, above the default per-command maximum.
-           "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS)}
+           "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS), **(extra_env or {})}
     env.pop("ADSMON_AUTH_SECRET", None)
     log = open(Path(tempfile.gettempdir()) / "bench_connects.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "services.connects"], cwd=ROOT, env=env,
@@ -127,6 +128,19 @@ def start_service(db_url: str, secret_file: str) -> tuple[subprocess.Popen[bytes
     proc.kill()
     relay.kill()
     raise RuntimeError("connects did not start within 60s")
+
+
+def clean_up(processes: list[subprocess.Popen[bytes] | None], admin: sa.Engine, dbs: list[str],
+             secret_file: Path) -> None:
+    """Stop the service processes, drop the scratch databases, remove the secret file."""
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+    with admin.connect() as conn:
+        for db in dbs:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    secret_file.unlink(missing_ok=True)
 
 
 def seed(port: int, secret: bytes, accounts: list[str]) -> None:
@@ -263,14 +277,7 @@ def run(bare_target: str, bare_descriptors: str) -> int:
         books += f"; {outbox_backlog(db_url)}"
         cpu = cpu_per_spend(db_url, dbs[1], {"connects": proc.pid, "relay": relay.pid})
     finally:
-        for p in (proc, relay):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
-        with admin.connect() as conn:
-            for db in dbs:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        secret_file.unlink(missing_ok=True)
+        clean_up([proc, relay], admin, dbs, secret_file)
     full, hot_r = median_result(fulls), median_result(hots)
     bare = median_result(bares).rps
     half = median_result(halves, key=lambda r: r.p99_ms)

@@ -114,3 +114,71 @@ def test_a_gil_switch_interval_out_of_range_is_refused_naming_the_setting():
 def test_gc_freeze_is_on_by_default_and_can_be_turned_off():
     assert load().gc_freeze is True
     assert load(ADSMON_GC_FREEZE="false").gc_freeze is False
+# -- Kafka security ------------------------------------------------------------------------------
+
+def test_kafka_security_is_plaintext_by_default_and_adds_no_client_options():
+    cfg = load()
+    assert cfg.kafka_security.protocol == "PLAINTEXT"
+    assert cfg.kafka_security.client_kwargs() == {}
+
+
+def test_kafka_ssl_with_a_client_certificate_maps_onto_kafka_python_options(tmp_path):
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "k.pem"))
+    for path in (ca, cert, key):
+        path.write_text("x")
+    cfg = load(ADSMON_KAFKA_SECURITY_PROTOCOL="ssl", ADSMON_KAFKA_SSL_CA_FILE=str(ca),
+               ADSMON_KAFKA_SSL_CERT_FILE=str(cert), ADSMON_KAFKA_SSL_KEY_FILE=str(key))
+    assert cfg.kafka_security.client_kwargs() == {
+        "security_protocol": "SSL", "ssl_check_hostname": True,
+        "ssl_cafile": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key),
+    }
+
+
+def test_kafka_sasl_scram_reads_the_password_from_its_file_and_keeps_it_out_of_repr(tmp_path):
+    secret = tmp_path / "pw"
+    password = f"pw-{os.urandom(8).hex()}"
+    secret.write_text(password + "\n")
+    cfg = load(ADSMON_KAFKA_SECURITY_PROTOCOL="SASL_SSL", ADSMON_KAFKA_SASL_MECHANISM="scram-sha-512",
+               ADSMON_KAFKA_SASL_USERNAME="connects", ADSMON_KAFKA_SASL_PASSWORD_FILE=str(secret))
+    assert cfg.kafka_security.client_kwargs() == {
+        "security_protocol": "SASL_SSL", "ssl_check_hostname": True, "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "connects", "sasl_plain_password": password,
+    }
+    assert password not in repr(cfg)
+
+
+def test_kafka_sasl_plaintext_with_plain_needs_no_tls_files(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2")
+    cfg = load(ADSMON_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", ADSMON_KAFKA_SASL_MECHANISM="PLAIN",
+               ADSMON_KAFKA_SASL_USERNAME="ads", ADSMON_KAFKA_SASL_PASSWORD_FILE=str(secret))
+    assert cfg.kafka_security.client_kwargs()["security_protocol"] == "SASL_PLAINTEXT"
+    assert "ssl_check_hostname" not in cfg.kafka_security.client_kwargs()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
+    ({"ADSMON_KAFKA_SSL_CA_FILE": "/etc/hosts"}, "need KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, not PLAINTEXT"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SSL", "ADSMON_KAFKA_SSL_CERT_FILE": "/etc/hosts"},
+     "KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SSL", "ADSMON_KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"},
+     "KAFKA_SSL_CA_FILE='/nonexistent/ca.pem' is not a readable file"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SSL", "ADSMON_KAFKA_SASL_USERNAME": "u"},
+     "KAFKA_SASL_* settings need KAFKA_SECURITY_PROTOCOL=SASL_SSL or SASL_PLAINTEXT, not SSL"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ADSMON_KAFKA_SASL_MECHANISM": "GSSAPI"},
+     "KAFKA_SASL_MECHANISM='GSSAPI' must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ADSMON_KAFKA_SASL_MECHANISM": "PLAIN"},
+     "SASL_SSL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD_FILE"),
+    ({"ADSMON_KAFKA_SASL_PASSWORD": "in-the-environment"}, "KAFKA_SASL_PASSWORD is not read"),
+    ({"ADSMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ADSMON_KAFKA_SASL_MECHANISM": "PLAIN",
+      "ADSMON_KAFKA_SASL_USERNAME": "u", "ADSMON_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/pw"},
+     "KAFKA_SASL_PASSWORD_FILE: cannot read the password file"),
+    ({"ADSMON_KAFKA_INSTANCE_ID": "a b"}, "ADSMON_KAFKA_INSTANCE_ID='a b' may only contain"),
+    ({"ADSMON_KAFKA_SESSION_TIMEOUT_MS": "1000"}, "KAFKA_SESSION_TIMEOUT_MS=1000 is out of range"),
+])
+def test_a_bad_kafka_security_combination_is_one_config_error_line(env, message):
+    with pytest.raises(ConfigError, match=None) as caught:
+        load(**env)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert "in-the-environment" not in str(caught.value)
