@@ -306,19 +306,18 @@ class ClickCharger:
                           price=claim.price, day=datetime.fromtimestamp(claim.issued_at, now.tzinfo).date(),
                           outcome=ClickOutcome.PENDING, created_at=now, request_fingerprint=fingerprint)
             existing = uow.clicks.claim(click)
-            if existing is not None and existing.request_id == request_id and existing.outcome is ClickOutcome.PENDING:
-                uow.rollback()
-                return self._charge(existing, fingerprint, now)  # our own earlier attempt: finish it
-            if existing is not None:
+            if existing is None:
+                spent = uow.budgets.reserve(click.campaign_id, click.day, campaign.daily_budget, click.price)
+                if spent is None:
+                    self.index.apply((), [BudgetDay(click.campaign_id, click.day, campaign.daily_budget)])
+                    return self._finish(uow, click, ClickOutcome.BUDGET_EXHAUSTED, fingerprint, now, resolve=True)
+                if spent >= campaign.daily_budget:
+                    uow.publish(self.events.topic, self.events.budget_exhausted(campaign, spent, now))
+                uow.commit()
+            elif existing.request_id != request_id or existing.outcome is not ClickOutcome.PENDING:
                 return self._finish(uow, click, ClickOutcome.DUPLICATE, fingerprint, now)
-            spent = uow.budgets.reserve(click.campaign_id, click.day, campaign.daily_budget, click.price)
-            if spent is None:
-                result = self._finish(uow, click, ClickOutcome.BUDGET_EXHAUSTED, fingerprint, now, resolve=True)
-                self.index.apply((), [BudgetDay(click.campaign_id, click.day, campaign.daily_budget)])
-                return result
-            if spent >= campaign.daily_budget:
-                uow.publish(self.events.topic, self.events.budget_exhausted(campaign, spent, now))
-            uow.commit()
+        if existing is not None:  # our own earlier attempt, left pending: finish it (same ledger request_id)
+            return self._charge(existing, fingerprint, now)
         # Serving stops placing an exhausted campaign before this click is answered.
         self.index.apply((), [BudgetDay(click.campaign_id, click.day, spent)])
         return self._charge(click, fingerprint, now)
