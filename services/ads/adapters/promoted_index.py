@@ -68,10 +68,31 @@ class InMemoryPlacementIndex(PlacementIndex):
 
     def apply(self, campaigns: Sequence[Campaign], days: Sequence[BudgetDay]) -> None:
         with self._lock:
-            for c in campaigns:
-                self._upsert(c)
+            if len(campaigns) > 1000:
+                self._bulk(campaigns)
+            else:
+                for c in campaigns:
+                    self._upsert(c)
             for d in days:
                 self._merge_day(d)
+
+    def _bulk(self, campaigns: Sequence[Campaign]) -> None:
+        """Many changes at once (the full load): keep the newest revisions, then re-sort the categories touched."""
+        touched = set()
+        for c in campaigns:
+            old = self._campaigns.get(c.campaign_id)
+            if old is None or old.revision < c.revision:
+                if old is not None:
+                    touched.add(old.category)
+                self._campaigns[c.campaign_id] = c
+                touched.add(c.category)
+        for category in touched:
+            self._ranked[category] = []
+        for c in self._campaigns.values():
+            if c.category in touched and c.state is CampaignState.ACTIVE:
+                self._ranked[c.category].append(rank_key(c))
+        for category in touched:
+            self._ranked[category].sort()
 
     def _upsert(self, c: Campaign) -> None:
         old = self._campaigns.get(c.campaign_id)

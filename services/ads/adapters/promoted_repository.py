@@ -28,7 +28,7 @@ from services.kit.uow import SqlAlchemyUnitOfWork
 
 # A transaction stamps changed_at when it starts (now()), and may commit a little later: a replica polls
 # from this much before its last poll so that such rows are not missed (re-applying a row is harmless).
-LOOKBACK = timedelta(seconds=10)
+LOOKBACK = timedelta(seconds=3)
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:

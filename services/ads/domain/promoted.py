@@ -22,7 +22,7 @@ import base64
 import enum
 import hashlib
 import hmac
-import json
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -286,14 +286,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TokenSigner:
-    """Signs and verifies placement tokens: `pt1.<base64 claims>.<base64 HMAC-SHA256>`."""
+    """Signs and verifies placement tokens: `pt1~<token id>~<campaign>~<freelancer>~<viewer>~<category>~
+    <position>~<price>~<issued>~<expires>~<HMAC-SHA256, 160 bits, base64url>`.
+
+    The fields are ids validated to exclude `~`, so the token needs no further encoding: signing is one HMAC
+    and one join (it runs five times per GetPlacements). Opaque to callers; not secret, only unforgeable.
+    """
 
     PREFIX = "pt1"
+    FIELDS = 11
 
     def __init__(self, key: bytes, *, window: timedelta) -> None:
         if len(key) < 32:
@@ -302,35 +304,32 @@ class TokenSigner:
         self.window_seconds = int(window.total_seconds())
 
     def _mac(self, body: str) -> str:
-        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:20])
+        return _b64(hmac.digest(self._key, body.encode(), "sha256")[:20])
 
     def sign(self, winner: Priced, viewer_id: str, now: datetime) -> tuple[PlacementClaim, str]:
         issued = int(now.timestamp())
-        claim = PlacementClaim(token_id=uuid.uuid4().hex, campaign_id=winner.campaign.campaign_id,
-                               freelancer_id=winner.campaign.freelancer_id, viewer_id=viewer_id,
-                               category=winner.campaign.category, position=winner.position, price=winner.price,
-                               issued_at=issued, expires_at=issued + self.window_seconds)
-        fields = [claim.token_id, claim.campaign_id, claim.freelancer_id, claim.viewer_id, claim.category,
-                  claim.position, claim.price, claim.issued_at, claim.expires_at]
-        body = f"{self.PREFIX}.{_b64(json.dumps(fields, separators=(',', ':')).encode())}"
-        return claim, f"{body}.{self._mac(body)}"
+        c = winner.campaign
+        claim = PlacementClaim(_b64(os.urandom(12)), c.campaign_id, c.freelancer_id, viewer_id, c.category,
+                               winner.position, winner.price, issued, issued + self.window_seconds)
+        body = "~".join((self.PREFIX, claim.token_id, c.campaign_id, c.freelancer_id, viewer_id, c.category,
+                         str(winner.position), str(winner.price), str(issued), str(claim.expires_at)))
+        return claim, f"{body}~{self._mac(body)}"
 
     def verify(self, token: str, now: datetime) -> PlacementClaim:
         """The token's claims; PlacementTokenInvalid if it is not ours or was altered, PlacementExpired
         past its click window."""
         if not token:
             raise PlacementTokenInvalid("is required")
-        parts = token.split(".")
-        if len(parts) != 3 or parts[0] != self.PREFIX or len(token) > 2048:
+        parts = token.split("~")
+        if len(parts) != self.FIELDS or parts[0] != self.PREFIX or len(token) > 2048:
             raise PlacementTokenInvalid("is not a placement token")
-        body = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(parts[2], self._mac(body)):
+        body, mac = token.rpartition("~")[0], parts[-1]
+        if not hmac.compare_digest(mac, self._mac(body)):
             raise PlacementTokenInvalid("signature does not verify")
         try:
-            f = json.loads(_unb64(parts[1]))
-            claim = PlacementClaim(str(f[0]), str(f[1]), str(f[2]), str(f[3]), str(f[4]), int(f[5]), int(f[6]),
-                                   int(f[7]), int(f[8]))
-        except (ValueError, TypeError, IndexError, KeyError):
+            claim = PlacementClaim(parts[1], parts[2], parts[3], parts[4], parts[5], int(parts[6]), int(parts[7]),
+                                   int(parts[8]), int(parts[9]))
+        except ValueError:
             raise PlacementTokenInvalid("claims are malformed") from None
         if now.timestamp() > claim.expires_at:
             raise PlacementExpired(datetime.fromtimestamp(claim.expires_at, now.tzinfo))

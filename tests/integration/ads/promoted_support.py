@@ -60,8 +60,8 @@ def migrate_promoted(engine: Engine) -> None:
     migrate(engine, "ads", [Migration(1, "outbox table", outbox.create_tables), *PROMOTED_MIGRATIONS])
 
 
-def base_config(secret: bytes) -> ServiceConfig:
-    return ServiceConfig(service="ads", grpc_host="127.0.0.1", grpc_port=0, metrics_host="127.0.0.1",
+def base_config(secret: bytes, port: int = 0) -> ServiceConfig:
+    return ServiceConfig(service="ads", grpc_host="127.0.0.1", grpc_port=port, metrics_host="127.0.0.1",
                          metrics_port=0, database_url="postgresql+psycopg://unused", kafka_bootstrap="127.0.0.1:1",
                          auth_secret=secret, log_level="INFO", log_json=True, shutdown_grace_seconds=1.0,
                          db_pool_size=40)
@@ -84,10 +84,11 @@ class Replica:
 @asynccontextmanager
 async def promoted_replica(engine: Engine, secret: bytes, connects: AbstractConnectsClient, *,
                            settings: PromotedSettings = TEST_SETTINGS, clock: Callable[[], datetime] = utc_now,
-                           start_components: bool = True) -> AsyncIterator[Replica]:
+                           start_components: bool = True, port: int = 0) -> AsyncIterator[Replica]:
     servicer, components = build_promoted(settings, engine, connects=connects, clock=clock, workers=32)
-    app = App(base_config(secret), [ServiceRegistration(SERVICE_NAME, ads_pb2_grpc.add_AdsServiceServicer_to_server,
-                                                        PromotedAdsServicer(servicer), POLICY)],
+    registration = ServiceRegistration(SERVICE_NAME, ads_pb2_grpc.add_AdsServiceServicer_to_server,
+                                       PromotedAdsServicer(servicer), POLICY)
+    app = App(base_config(secret, port), [registration],
               components=list(components) if start_components else [], drain_delay_seconds=0.0)
     server = Server(app)
     await server.start()

@@ -104,7 +104,7 @@ async def test_a_click_charges_once_and_is_published(engine, auth_secret) -> Non
     (pb.GetCampaignRequest(campaign_id="cmp-missing"), grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND", None),
     (pb.GetPlacementsRequest(category="c", viewer_id="v", slots=11), grpc.StatusCode.INVALID_ARGUMENT,
      "INVALID_FIELD", "slots"),
-    (pb.RecordClickRequest(request_id="r", placement_token="pt1.forged.mac"), grpc.StatusCode.INVALID_ARGUMENT,
+    (pb.RecordClickRequest(request_id="r", placement_token="pt1~forged~mac"), grpc.StatusCode.INVALID_ARGUMENT,
      "PLACEMENT_TOKEN_INVALID", "placement_token"),
     (pb.ListCampaignsRequest(freelancer_id="f", page_token="!!"), grpc.StatusCode.INVALID_ARGUMENT,
      "INVALID_PAGE_TOKEN", "page_token"),

@@ -152,8 +152,9 @@ def test_a_signed_token_carries_campaign_price_and_viewer() -> None:
 
 @pytest.mark.parametrize("tamper", [
     lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),
-    lambda t: t.replace("pt1.", "pt2.", 1),
-    lambda t: "pt1." + t.split(".")[1][:-4] + "AAAA." + t.split(".")[2],
+    lambda t: t.replace("pt1~", "pt2~", 1),
+    lambda t: t.replace("~7~", "~1~", 1),  # a cheaper price
+    lambda t: t.replace("~v~", "~w~", 1),  # another viewer
     lambda t: "garbage",
     lambda t: "",
 ])
@@ -192,3 +193,16 @@ def test_a_bid_below_the_reserve_is_too_low() -> None:
     with pytest.raises(BidTooLow) as err:
         CreateCampaign("r1", "fl-1", "python", 2, 100).validate(reserve=3)
     assert err.value.reason == "BID_TOO_LOW"
+
+
+def test_a_bulk_load_ranks_like_one_by_one_changes() -> None:
+    many = [campaign(f"c{i:04}", 1 + i % 37, 5_000 + (i * 7919) % 15_000, category=f"cat-{i % 3}")
+            for i in range(1500)]
+    bulk, single = (InMemoryPlacementIndex(reserve=1, frequency_cap=5, pacing=False) for _ in range(2))
+    bulk.apply(many, [])
+    for c in many:
+        single.apply([c], [])
+    bulk.apply([many[0].paused(T0)] * 1001, [])  # a big batch with a change: the paused one leaves the ranking
+    single.apply([many[0].paused(T0)], [])
+    for cat in ("cat-0", "cat-1", "cat-2"):
+        assert bulk.choose(cat, "v", 10, T0) == single.choose(cat, "v", 10, T0)

@@ -1,0 +1,137 @@
+"""GetPlacements throughput and latency through gRPC, next to the bare gRPC server of the same run.
+
+Run by `make bench` (tests/load/run_all.py) or directly:
+    set -a; source .local/env; set +a; .venv/bin/python tests/load/ads/bench_placements.py
+
+An ads replica (tests/load/ads/promoted_server.py: the kit server with its interceptors, the in-memory
+placement index loaded from PostgreSQL) with 10,000 active campaigns across 100 categories; ghz asks for 5
+slots in a random category for a new viewer each time (no frequency cap binds), c=64:
+1. full speed: throughput, quoted against the bare grpc.aio server (run_all passes its figure in
+   BENCH_GRPC_BASELINE_RPS; alone, this script measures it). Target >= 0.5x.
+2. rate-limited to half of that throughput: p99 (target < 10 ms).
+3. the same fixed rate with 1,000 and with 100,000 campaigns: p99(100k) / p99(1k) (target <= 1.5: indexed,
+   not scanned).
+The machine is shared and noisy: read ratios and medians, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+import sqlalchemy as sa
+from adsmon.ads.v1 import ads_pb2 as pb
+from sqlalchemy.engine import make_url
+
+from services.kit.auth import mint_token
+from tests.e2e.conftest import free_port
+from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
+
+ROOT = Path(__file__).resolve().parents[3]
+DURATION = os.environ.get("BENCH_DURATION", "8s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+CALL = "adsmon.ads.v1.AdsService.GetPlacements"
+DATA = '{"category":"cat-{{randomInt 0 100}}","viewer_id":"{{.UUID}}","slots":5}'
+
+
+def grpc_baseline_rps() -> float:
+    if value := os.environ.get("BENCH_GRPC_BASELINE_RPS"):
+        return float(value)
+    from tests.load.run_all import echo_baseline_results
+
+    return median_result(echo_baseline_results()).rps
+
+
+class Replica:
+    """promoted_server.py on a scratch database with `campaigns` campaigns."""
+
+    def __init__(self, admin: sa.Engine, campaigns: int, secret_file: Path) -> None:
+        self.admin = admin
+        self.db = f"bench_ads_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{self.db}"')
+        url = make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]).set(database=self.db)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/load/ads/promoted_server.py"),
+             url.render_as_string(hide_password=False), str(self.port), str(campaigns)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "BENCH_SECRET_FILE": str(secret_file), "ADSMON_LOG_LEVEL": "WARNING"})
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the ads replica with {campaigns} campaigns did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+
+def main() -> int:
+    started = time.monotonic()
+    bare = grpc_baseline_rps()
+    admin = sa.create_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]), isolation_level="AUTOCOMMIT")
+    secret = secrets.token_hex(32).encode()
+    secret_file = Path(tempfile.mkstemp()[1])
+    secret_file.write_bytes(secret)
+    descriptors = protoset(pb)
+    kw = {"metadata": {"authorization": f"Bearer {mint_token(secret, 'marketplace')}"},
+          "protoset_file": descriptors, "data": DATA, "concurrency": 64}
+    try:
+        replica = Replica(admin, 10_000, secret_file)
+        try:
+            target = f"127.0.0.1:{replica.port}"
+            run_ghz("warm-up", target, CALL, total=3000, **kw)
+            fulls = [run_ghz("GetPlacements, 10,000 campaigns / 100 categories, 5 slots, c=64", target, CALL,
+                             duration=DURATION, **kw) for _ in range(ROUNDS)]
+            full = median_result(fulls)
+            half_rate = max(1, int(full.rps / 2))
+            halves = [run_ghz(f"GetPlacements, 10,000 campaigns, -r {half_rate:,}/s (half its capacity)", target,
+                              CALL, duration=DURATION, rps=half_rate, **kw) for _ in range(ROUNDS)]
+        finally:
+            replica.close()
+        half = median_result(halves, key=lambda r: r.p99_ms)
+        by_size: dict[int, LoadResult] = {}
+        for size in (1_000, 100_000):
+            replica = Replica(admin, size, secret_file)
+            try:
+                target = f"127.0.0.1:{replica.port}"
+                run_ghz("warm-up", target, CALL, total=2000, **kw)
+                by_size[size] = median_result([run_ghz(
+                    f"GetPlacements, {size:,} campaigns, -r {half_rate:,}/s", target, CALL, duration=DURATION,
+                    rps=half_rate, **kw) for _ in range(ROUNDS)], key=lambda r: r.p99_ms)
+            finally:
+                replica.close()
+    finally:
+        secret_file.unlink(missing_ok=True)
+    ratio = full.rps / bare
+    growth = by_size[100_000].p99_ms / max(by_size[1_000].p99_ms, 1e-9)
+    print("\n".join([
+        "## ads: GetPlacements (promoted profiles) vs the bare gRPC server (same run)", "",
+        f"{ROUNDS} rounds of {DURATION} each, medians quoted; one ads replica process (kit interceptors, "
+        "in-memory index loaded from PostgreSQL); ghz c=64, 4 connections; 5 slots, random category, new viewer.",
+        "", HEADER, full.row(), half.row(), by_size[1_000].row(), by_size[100_000].row(), "",
+        f"runs (req/s): full {', '.join(f'{r.rps:,.0f}' for r in fulls)}; "
+        f"half p99 ms: {', '.join(f'{r.p99_ms:.1f}' for r in halves)}", "",
+        f"- throughput / bare grpc.aio server ({bare:,.0f} req/s): **{ratio:.2f}x** (target >= 0.5x): "
+        f"{'met' if ratio >= 0.5 else 'NOT met'}",
+        f"- p99 at half its capacity ({half.rps:,.0f} req/s): **{half.p99_ms:.1f} ms** (target < 10 ms): "
+        f"{'met' if half.p99_ms < 10 else 'NOT met'}",
+        f"- p99 with 100,000 campaigns / with 1,000 at {half_rate:,} req/s: **{growth:.2f}x** "
+        f"({by_size[100_000].p99_ms:.1f} / {by_size[1_000].p99_ms:.1f} ms; target <= 1.5x): "
+        f"{'met' if growth <= 1.5 else 'NOT met'}",
+        f"_bench_placements took {time.monotonic() - started:.0f}s_", ""]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
