@@ -8,10 +8,12 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2 as pb
+from adsmon.ads.v1 import events_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.kit.db import make_engine
+from services.kit.kafka import decode_event
 from tests.conftest import unique
 from tests.integration.ads.promoted_support import migrate_promoted, promoted_replica
 from tests.unit.ads.promoted_fakes import FakeConnects
@@ -64,8 +66,10 @@ async def test_a_campaign_is_created_read_listed_paused_resumed_and_placed(engin
         assert len((await r.stub.GetPlacements(pb.GetPlacementsRequest(category=cat, viewer_id="v2", slots=3),
                                                metadata=r.metadata)).placements) == 1
     with engine.connect() as conn:
-        types = [t for (t,) in conn.execute(sa.text("SELECT payload FROM outbox ORDER BY id"))]
-    assert len(types) == 3  # created, paused, resumed
+        rows = conn.execute(sa.text("SELECT topic, key, payload FROM outbox ORDER BY id")).all()
+    assert [(topic, key) for topic, key, _ in rows] == [("ads.events.v1", created.campaign_id)] * 3
+    assert [decode_event(bytes(p)).type for _, _, p in rows] == [
+        "adsmon.ads.v1.CampaignCreated", "adsmon.ads.v1.CampaignPaused", "adsmon.ads.v1.CampaignResumed"]
 
 
 async def test_a_click_charges_once_and_is_published(engine, auth_secret) -> None:
@@ -92,6 +96,17 @@ async def test_a_click_charges_once_and_is_published(engine, auth_secret) -> Non
         got = (await r.stub.GetCampaign(pb.GetCampaignRequest(campaign_id=top.campaign_id),
                                         metadata=r.metadata)).campaign
         assert got.spent_today_connects == 4
+    with engine.connect() as conn:
+        payloads = [bytes(p) for (p,) in conn.execute(sa.text(
+            "SELECT payload FROM outbox WHERE key = :k ORDER BY id"), {"k": top.campaign_id})]
+    clicked = [decode_event(p) for p in payloads][-2:]
+    assert [e.type for e in clicked] == ["adsmon.ads.v1.PlacementClicked"] * 2
+    outcomes = []
+    for e in clicked:
+        msg = events_pb2.PlacementClicked()
+        e.payload.Unpack(msg)
+        outcomes.append((msg.outcome, msg.charged_connects, bool(msg.transaction_id)))
+    assert outcomes == [(pb.CLICK_OUTCOME_CHARGED, 4, True), (pb.CLICK_OUTCOME_DUPLICATE, 0, False)]
 
 
 @pytest.mark.parametrize(("request_", "code", "why", "field"), [
