@@ -14,8 +14,8 @@ from services.kit.kafka import ADS_TOPIC, make_event
 
 PRODUCER = "ads"
 STATE = {CampaignState.ACTIVE: ads_pb2.CAMPAIGN_STATE_ACTIVE, CampaignState.PAUSED: ads_pb2.CAMPAIGN_STATE_PAUSED}
-OUTCOME = {o: ads_pb2.ClickOutcome.Value(f"CLICK_OUTCOME_{o.value}") for o in ClickOutcome
-           if o is not ClickOutcome.PENDING}
+OUTCOME: dict[ClickOutcome, ads_pb2.ClickOutcome.ValueType] = {
+    o: ads_pb2.ClickOutcome.Value(f"CLICK_OUTCOME_{o.value}") for o in ClickOutcome if o is not ClickOutcome.PENDING}
 
 
 def timestamp(value: datetime) -> Timestamp:

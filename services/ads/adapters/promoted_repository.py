@@ -71,7 +71,9 @@ class SqlAlchemyCampaignRepository(AbstractCampaignRepository):
     def list_for(self, freelancer_id: str, limit: int, before: tuple[datetime, str] | None) -> list[Campaign]:
         q = campaigns.select().where(campaigns.c.freelancer_id == freelancer_id)
         if before is not None:
-            q = q.where(sa.tuple_(campaigns.c.created_at, campaigns.c.campaign_id) < sa.tuple_(*before))
+            created, campaign_id = before
+            q = q.where(sa.or_(campaigns.c.created_at < created,
+                               sa.and_(campaigns.c.created_at == created, campaigns.c.campaign_id < campaign_id)))
         q = q.order_by(campaigns.c.created_at.desc(), campaigns.c.campaign_id.desc()).limit(limit)
         return [campaign_from_row(r) for r in self.conn.execute(q)]
 

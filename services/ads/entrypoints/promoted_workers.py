@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from services.ads.adapters.promoted_index import InMemoryPlacementIndex
 from services.ads.adapters.promoted_metrics import PromotedMetrics
@@ -25,7 +25,7 @@ class IndexSync(Worker):
         self.metrics = metrics
         self.clock = clock
         self._since: datetime | None = None
-        self._day = None
+        self._day: date | None = None
         self._synced_at = time.monotonic()
 
     def run_once(self) -> bool:

@@ -314,12 +314,13 @@ class ClickCharger:
                 if spent >= campaign.daily_budget:
                     uow.publish(self.events.topic, self.events.budget_exhausted(campaign, spent, now))
                 uow.commit()
+                reserved = spent
             elif existing.request_id != request_id or existing.outcome is not ClickOutcome.PENDING:
                 return self._finish(uow, click, ClickOutcome.DUPLICATE, fingerprint, now)
         if existing is not None:  # our own earlier attempt, left pending: finish it (same ledger request_id)
             return self._charge(existing, fingerprint, now)
         # Serving stops placing an exhausted campaign before this click is answered.
-        self.index.apply((), [BudgetDay(click.campaign_id, click.day, spent)])
+        self.index.apply((), [BudgetDay(click.campaign_id, click.day, reserved)])
         return self._charge(click, fingerprint, now)
 
     def _finish(self, uow: PromotedUnitOfWork, click: Click, outcome: ClickOutcome, fingerprint: str,
