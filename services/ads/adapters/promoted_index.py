@@ -61,10 +61,11 @@ class InMemoryPlacementIndex(PlacementIndex):
 
     def active_totals(self, now: datetime) -> tuple[int, int]:
         """(sum of active campaigns' daily budgets, their spend today), for the spend-against-budget gauge."""
-        with self._lock:
-            active = [c for c in self._campaigns.values() if c.state is CampaignState.ACTIVE]
-            spent = sum(d.spent for c in active if (d := self._days.get(c.campaign_id)) and d.day == now.date())
-            return sum(c.daily_budget for c in active), spent
+        with self._lock:  # copies only (C speed): serving waits for no sum over 100,000 campaigns
+            campaigns, days = list(self._campaigns.values()), dict(self._days)
+        active = [c for c in campaigns if c.state is CampaignState.ACTIVE]
+        spent = sum(d.spent for c in active if (d := days.get(c.campaign_id)) and d.day == now.date())
+        return sum(c.daily_budget for c in active), spent
 
     def apply(self, campaigns: Sequence[Campaign], days: Sequence[BudgetDay]) -> None:
         with self._lock:

@@ -6,7 +6,8 @@ For on-call and the product owner alike:
     ads_promoted_spend_connects_total                                           Connects charged per click
     ads_promoted_active_budget_connects, ads_promoted_spent_today_connects      spend against budget (today)
     ads_promoted_connects_errors_total{reason}                                  calls to connects that failed
-    ads_promoted_index_campaigns, ads_promoted_index_sync_age_seconds           the serving index's freshness
+    ads_promoted_index_campaigns                                                the serving index's size
+    (its freshness: the kit's worker_last_success_timestamp_seconds{worker="promoted-index-sync"})
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ active_budget = Gauge("ads_promoted_active_budget_connects", "Sum of today's dai
 spent_today = Gauge("ads_promoted_spent_today_connects",
                     "Connects spent (or reserved for clicks being charged) today by active campaigns.")
 index_campaigns = Gauge("ads_promoted_index_campaigns", "Campaigns in this replica's serving index.")
-index_sync_age = Gauge("ads_promoted_index_sync_age_seconds",
-                       "Seconds since this replica's index last caught up with the database.")
 
 
 class PromotedMetrics(PromotedMetricsPort):
@@ -51,8 +50,7 @@ class PromotedMetrics(PromotedMetricsPort):
     def connects_error(self, reason: str) -> None:
         connects_errors.labels(reason if reason.isupper() and len(reason) <= 40 else "OTHER").inc()
 
-    def index_state(self, campaigns: int, budget: int, spent: int, sync_age: float) -> None:
+    def index_state(self, campaigns: int, budget: int, spent: int) -> None:
         index_campaigns.set(campaigns)
         active_budget.set(budget)
         spent_today.set(spent)
-        index_sync_age.set(sync_age)

@@ -17,6 +17,8 @@ class IndexSync(Worker):
     budget rows changed since the last poll (other replicas' campaign changes and clicks). Changes made by
     this replica are in its index before their RPC answers; the poll brings the others' within `interval`."""
 
+    GAUGE_EVERY = 5.0  # seconds between updates of the spend-against-budget gauges
+
     def __init__(self, reader: AbstractPromotedReader, index: InMemoryPlacementIndex, metrics: PromotedMetrics,
                  clock: Callable[[], datetime], *, interval: float) -> None:
         super().__init__("promoted-index-sync", service="ads", interval=interval)
@@ -27,6 +29,7 @@ class IndexSync(Worker):
         self._since: datetime | None = None
         self._day: date | None = None
         self._synced_at = time.monotonic()
+        self._gauged_at = float("-inf")
 
     def run_once(self) -> bool:
         now = self.clock()
@@ -36,12 +39,11 @@ class IndexSync(Worker):
         self.index.apply(campaigns, days)
         self._since = db_now
         self._synced_at = time.monotonic()
-        budget, spent = self.index.active_totals(now)
-        self.metrics.index_state(len(self.index), budget, spent, 0.0)
+        if self._synced_at - self._gauged_at >= self.GAUGE_EVERY:  # a sum over every campaign: not each poll
+            self._gauged_at = self._synced_at
+            budget, spent = self.index.active_totals(now)
+            self.metrics.index_state(len(self.index), budget, spent)
         return False
-
-    def sync_age(self) -> float:
-        return time.monotonic() - self._synced_at
 
 
 class PendingClickResumer(Worker):
