@@ -29,7 +29,8 @@ def campaign_pb(c: Campaign, spent_today: int) -> ads_pb2.Campaign:
                             max_cpc_connects=c.max_cpc, daily_budget_connects=c.daily_budget,
                             spent_today_connects=spent_today, state=STATE[c.state],
                             quality_score=c.quality_bps / QUALITY_BASIS,  # display only; ranking uses the bps
-                            created_at=timestamp(c.created_at), updated_at=timestamp(c.updated_at))
+                            created_at=timestamp(c.created_at), updated_at=timestamp(c.updated_at),
+                            frequency_cap=c.frequency_cap)
 
 
 def click_outcome_pb(outcome: ClickOutcome) -> ads_pb2.ClickOutcome.ValueType:
@@ -42,7 +43,8 @@ class ProtoPromotedEvents(PromotedEvents):
     def campaign_created(self, c: Campaign, now: datetime) -> Event:
         return make_event(events_pb2.CampaignCreated(
             campaign_id=c.campaign_id, freelancer_id=c.freelancer_id, category=c.category,
-            max_cpc_connects=c.max_cpc, daily_budget_connects=c.daily_budget), c.campaign_id, PRODUCER,
+            max_cpc_connects=c.max_cpc, daily_budget_connects=c.daily_budget, frequency_cap=c.frequency_cap),
+            c.campaign_id, PRODUCER,
             event_id=f"ads-campaign-{c.campaign_id}-r{c.revision}", occurred_at=now)
 
     def campaign_state_changed(self, c: Campaign, now: datetime) -> Event:

@@ -39,12 +39,11 @@ RankKey = tuple[int, datetime, str]
 
 
 class InMemoryPlacementIndex(PlacementIndex):
-    def __init__(self, *, reserve: int, frequency_cap: int, pacing: bool = True,
-                 pacing_headroom_seconds: int = 3600) -> None:
+    def __init__(self, *, reserve: int, pacing: bool = True, pacing_headroom_seconds: int = 3600) -> None:
         self.reserve = reserve
         self.pacing = pacing
         self.headroom = pacing_headroom_seconds
-        self.caps = FrequencyCaps(frequency_cap)
+        self.caps = FrequencyCaps()
         self._lock = threading.Lock()
         self._campaigns: dict[str, Campaign] = {}
         self._ranked: dict[str, list[RankKey]] = {}
@@ -127,12 +126,12 @@ class InMemoryPlacementIndex(PlacementIndex):
                 if c.max_cpc < self.reserve or not servable(c, self._days.get(campaign_id), now, pacing=self.pacing,
                                                             headroom_seconds=self.headroom):
                     continue
-                if not self.caps.allows(viewer_id, campaign_id, today):
+                if not self.caps.allows(viewer_id, campaign_id, c.frequency_cap, today):
                     continue
                 eligible.append(c)
                 if len(eligible) > slots:
                     break
             winners = price_winners(eligible, slots, self.reserve)
             for w in winners:
-                self.caps.reserve(viewer_id, w.campaign.campaign_id, today)
+                self.caps.reserve(viewer_id, w.campaign.campaign_id, w.campaign.frequency_cap, today)
         return winners

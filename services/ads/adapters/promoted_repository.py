@@ -43,13 +43,14 @@ def campaign_from_row(r: Row[Any]) -> Campaign:
     return Campaign(campaign_id=r.campaign_id, freelancer_id=r.freelancer_id, category=r.category,
                     max_cpc=r.max_cpc, daily_budget=r.daily_budget, quality_bps=r.quality_bps,
                     state=CampaignState(r.state), created_at=_utc(r.created_at), updated_at=_utc(r.updated_at),
-                    revision=r.revision)
+                    revision=r.revision, frequency_cap=r.frequency_cap)
 
 
 def _campaign_values(c: Campaign) -> dict[str, Any]:
     return {"campaign_id": c.campaign_id, "freelancer_id": c.freelancer_id, "category": c.category,
             "max_cpc": c.max_cpc, "daily_budget": c.daily_budget, "quality_bps": c.quality_bps,
-            "state": c.state.value, "revision": c.revision, "created_at": c.created_at, "updated_at": c.updated_at,
+            "state": c.state.value, "revision": c.revision, "frequency_cap": c.frequency_cap,
+            "created_at": c.created_at, "updated_at": c.updated_at,
             "changed_at": sa.func.now()}
 
 

@@ -35,6 +35,7 @@ QUALITY_BASIS = 10_000  # basis points: 10,000 = quality 1.0
 MAX_QUALITY_BPS = 100 * QUALITY_BASIS
 MAX_CONNECTS = 10**9  # an absurd bid or budget is refused, not stored
 MAX_SLOTS = 10
+MAX_FREQUENCY_CAP = 1000
 SECONDS_PER_DAY = 86_400
 _ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _CATEGORY = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
@@ -105,6 +106,7 @@ class Campaign:
     created_at: datetime
     updated_at: datetime
     revision: int = 1
+    frequency_cap: int = 3  # impressions per viewer per UTC day
 
     @property
     def score(self) -> int:
@@ -138,6 +140,7 @@ class CreateCampaign:
     category: str
     max_cpc: int
     daily_budget: int
+    frequency_cap: int = 0  # 0: the service's default
 
     def validate(self, reserve: int) -> None:
         _require_id(self.request_id, "request_id")
@@ -147,16 +150,20 @@ class CreateCampaign:
         _require_connects(self.max_cpc, "max_cpc_connects")
         _require_connects(self.daily_budget, "daily_budget_connects")
         require(self.daily_budget >= self.max_cpc, "daily_budget_connects", "must be at least max_cpc_connects")
+        require(0 <= self.frequency_cap <= MAX_FREQUENCY_CAP, "frequency_cap",
+                f"must be between 0 (the default) and {MAX_FREQUENCY_CAP}")
         if self.max_cpc < reserve:
             raise BidTooLow(self.max_cpc, reserve)
 
     def fingerprint(self) -> str:
-        return fingerprint("create", self.freelancer_id, self.category, self.max_cpc, self.daily_budget)
+        return fingerprint("create", self.freelancer_id, self.category, self.max_cpc, self.daily_budget,
+                           self.frequency_cap)
 
-    def new_campaign(self, now: datetime, quality_bps: int) -> Campaign:
+    def new_campaign(self, now: datetime, quality_bps: int, default_cap: int) -> Campaign:
         return Campaign(campaign_id=f"cmp-{uuid.uuid4().hex}", freelancer_id=self.freelancer_id,
                         category=self.category, max_cpc=self.max_cpc, daily_budget=self.daily_budget,
-                        quality_bps=quality_bps, state=CampaignState.ACTIVE, created_at=now, updated_at=now)
+                        quality_bps=quality_bps, state=CampaignState.ACTIVE, created_at=now, updated_at=now,
+                        frequency_cap=self.frequency_cap or default_cap)
 
 
 @dataclass(frozen=True)
@@ -341,15 +348,12 @@ class TokenSigner:
 class FrequencyCaps:
     """Impressions per (viewer, campaign) on the current UTC day, held by the replica that owns the viewer.
 
-    `reserve` is the atomic check-and-take: it counts the impression in the same step as it checks the cap
-    (the caller holds the index lock), so no burst of concurrent requests can pass a stale count. Counts of
-    earlier days are dropped when the day turns.
+    `reserve` is the atomic check-and-take: it counts the impression in the same step as it checks the
+    campaign's cap (the caller holds the index lock), so no burst of concurrent requests can pass a stale
+    count. Counts of earlier days are dropped when the day turns.
     """
 
-    def __init__(self, cap: int) -> None:
-        if cap < 1:
-            raise ValueError("frequency cap must be at least 1")
-        self.cap = cap
+    def __init__(self) -> None:
         self._day: date | None = None
         self._counts: dict[tuple[str, str], int] = {}
 
@@ -358,15 +362,15 @@ class FrequencyCaps:
             self._day = today
             self._counts = {}
 
-    def allows(self, viewer_id: str, campaign_id: str, today: date) -> bool:
+    def allows(self, viewer_id: str, campaign_id: str, cap: int, today: date) -> bool:
         self._roll(today)
-        return self._counts.get((viewer_id, campaign_id), 0) < self.cap
+        return self._counts.get((viewer_id, campaign_id), 0) < cap
 
-    def reserve(self, viewer_id: str, campaign_id: str, today: date) -> bool:
+    def reserve(self, viewer_id: str, campaign_id: str, cap: int, today: date) -> bool:
         self._roll(today)
         key = (viewer_id, campaign_id)
         seen = self._counts.get(key, 0)
-        if seen >= self.cap:
+        if seen >= cap:
             return False
         self._counts[key] = seen + 1
         return True

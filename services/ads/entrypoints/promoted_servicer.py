@@ -74,7 +74,7 @@ class PromotedServicer:
     async def CreateCampaign(self, request: ads_pb2.CreateCampaignRequest, context: Any
                              ) -> ads_pb2.CreateCampaignResponse:
         cmd = CreateCampaign(request.request_id, request.freelancer_id, request.category, request.max_cpc_connects,
-                             request.daily_budget_connects)
+                             request.daily_budget_connects, request.frequency_cap)
         c = await self._run(uc.create_campaign, self.uow_factory(), cmd, self.events, self.rules, self.clock())
         self.index.apply([c], [])
         return ads_pb2.CreateCampaignResponse(campaign=campaign_pb(c, 0))
@@ -137,9 +137,9 @@ def build_promoted(settings: PromotedSettings, engine: Engine, *, connects: Abst
     metrics = PromotedMetrics()
     events = ProtoPromotedEvents()
     rules = uc.Rules(reserve=settings.reserve_connects, default_quality_bps=settings.default_quality_bps,
-                     click_dedup=settings.click_dedup)
-    index = InMemoryPlacementIndex(reserve=settings.reserve_connects, frequency_cap=settings.frequency_cap,
-                                   pacing=settings.pacing, pacing_headroom_seconds=settings.pacing_headroom_seconds)
+                     click_dedup=settings.click_dedup, default_frequency_cap=settings.frequency_cap)
+    index = InMemoryPlacementIndex(reserve=settings.reserve_connects, pacing=settings.pacing,
+                                   pacing_headroom_seconds=settings.pacing_headroom_seconds)
     signer = TokenSigner(settings.token_key, window=settings.click_window)
 
     def uow_factory() -> uc.PromotedUnitOfWork:

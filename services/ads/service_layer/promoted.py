@@ -162,6 +162,7 @@ class Rules:
     reserve: int = 1
     default_quality_bps: int = 10_000
     click_dedup: bool = True
+    default_frequency_cap: int = 3
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def create_campaign(uow: PromotedUnitOfWork, cmd: CreateCampaign, events: Promot
         answer = _replayed(uow, cmd.request_id, cmd.fingerprint())
         if answer is not None:
             return _must_get(uow, answer.decode())
-        campaign = cmd.new_campaign(now, rules.default_quality_bps)
+        campaign = cmd.new_campaign(now, rules.default_quality_bps, rules.default_frequency_cap)
         uow.campaigns.add(campaign)
         uow.requests.add(cmd.request_id, cmd.fingerprint(), _campaign_answer(campaign), now)
         uow.publish(events.topic, events.campaign_created(campaign, now))

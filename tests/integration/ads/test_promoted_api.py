@@ -45,6 +45,7 @@ async def test_a_campaign_is_created_read_listed_paused_resumed_and_placed(engin
             request_id=unique("req"), freelancer_id=fl, category=cat, max_cpc_connects=5, daily_budget_connects=50),
             metadata=r.metadata)).campaign
         assert created.state == pb.CAMPAIGN_STATE_ACTIVE and created.quality_score == 1.0
+        assert created.frequency_cap == 3  # the default; CreateCampaignRequest.frequency_cap sets its own
         got = (await r.stub.GetCampaign(pb.GetCampaignRequest(campaign_id=created.campaign_id),
                                         metadata=r.metadata)).campaign
         assert got == created

@@ -32,7 +32,8 @@ def seed(url: str, count: int) -> None:
     old = datetime.now(UTC) - timedelta(hours=1)  # before the index's first poll: loaded once, not re-polled
     rows = [{"campaign_id": f"cmp-{uuid.uuid4().hex}", "freelancer_id": f"fl-{i}", "category": f"cat-{i % CATEGORIES}",
              "max_cpc": rng.randint(1, 50), "daily_budget": 10**9, "quality_bps": rng.randint(5_000, 20_000),
-             "state": "ACTIVE", "revision": 1, "created_at": old, "updated_at": old, "changed_at": old}
+             "state": "ACTIVE", "revision": 1, "frequency_cap": 3, "created_at": old, "updated_at": old,
+             "changed_at": old}
             for i in range(count)]
     with engine.begin() as conn:
         for start in range(0, len(rows), 5000):

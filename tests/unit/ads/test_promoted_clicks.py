@@ -23,8 +23,8 @@ class World:
         self.balance = balance
         self.metrics = FakeMetrics()
         self.events = ProtoPromotedEvents()
-        self.rules = uc.Rules(reserve=reserve, click_dedup=dedup)
-        self.index = InMemoryPlacementIndex(reserve=reserve, frequency_cap=cap, pacing=False)
+        self.rules = uc.Rules(reserve=reserve, click_dedup=dedup, default_frequency_cap=cap)
+        self.index = InMemoryPlacementIndex(reserve=reserve, pacing=False)
         self.signer = TokenSigner(b"k" * 32, window=timedelta(minutes=30))
         self.charger = uc.ClickCharger(self.uow, self.connects, self.index, self.signer, self.events, self.metrics,
                                        self.rules)

@@ -29,8 +29,9 @@ KEY = b"k" * 32
 
 
 def campaign(cid: str, bid: int, quality_bps: int = 10_000, *, category: str = "python", budget: int = 1000,
-             created: datetime = T0, state: CampaignState = CampaignState.ACTIVE) -> Campaign:
-    return Campaign(cid, f"fl-{cid}", category, bid, budget, quality_bps, state, created, created)
+             created: datetime = T0, state: CampaignState = CampaignState.ACTIVE, cap: int = 100) -> Campaign:
+    return Campaign(cid, f"fl-{cid}", category, bid, budget, quality_bps, state, created, created,
+                    frequency_cap=cap)
 
 
 def ranked(*cs: Campaign) -> list[Campaign]:
@@ -107,8 +108,8 @@ def test_an_exhausted_stopped_or_paused_campaign_is_not_servable_but_yesterdays_
 
 
 def test_a_viewer_never_sees_a_campaign_more_often_than_the_cap_and_the_next_one_moves_up() -> None:
-    index = InMemoryPlacementIndex(reserve=1, frequency_cap=2, pacing=False)
-    index.apply([campaign("a", 10), campaign("b", 8), campaign("c", 6)], [])
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
+    index.apply([campaign("a", 10, cap=2), campaign("b", 8, cap=2), campaign("c", 6, cap=2)], [])
     shown = [[w.campaign.campaign_id for w in index.choose("python", "viewer-1", 1, T0)] for _ in range(7)]
     assert shown == [["a"], ["a"], ["b"], ["b"], ["c"], ["c"], []]
     assert [w.campaign.campaign_id for w in index.choose("python", "viewer-2", 1, T0)] == ["a"]
@@ -116,15 +117,15 @@ def test_a_viewer_never_sees_a_campaign_more_often_than_the_cap_and_the_next_one
 
 
 def test_capped_campaigns_do_not_set_the_price_of_the_winners() -> None:
-    index = InMemoryPlacementIndex(reserve=1, frequency_cap=1, pacing=False)
-    index.apply([campaign("a", 10), campaign("b", 8), campaign("c", 3)], [])
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
+    index.apply([campaign("a", 10, cap=1), campaign("b", 8, cap=1), campaign("c", 3, cap=5)], [])
     assert [w.price for w in index.choose("python", "v", 2, T0)] == [8, 3]
     # a and b are capped for v now: c is alone and pays the reserve
     assert [(w.campaign.campaign_id, w.price) for w in index.choose("python", "v", 2, T0)] == [("c", 1)]
 
 
 def test_the_index_keeps_the_newest_revision_and_spend_never_goes_back_within_a_day() -> None:
-    index = InMemoryPlacementIndex(reserve=1, frequency_cap=100, pacing=False)
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
     a = campaign("a", 10, budget=50)
     index.apply([a], [])
     index.apply([a.paused(T0)], [])
@@ -137,7 +138,7 @@ def test_the_index_keeps_the_newest_revision_and_spend_never_goes_back_within_a_
 
 
 def test_placements_only_come_from_the_category_searched() -> None:
-    index = InMemoryPlacementIndex(reserve=1, frequency_cap=100, pacing=False)
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
     index.apply([campaign("a", 10, category="go"), campaign("b", 2)], [])
     assert [w.campaign.campaign_id for w in index.choose("python", "v", 3, T0)] == ["b"]
 
@@ -198,7 +199,7 @@ def test_a_bid_below_the_reserve_is_too_low() -> None:
 def test_a_bulk_load_ranks_like_one_by_one_changes() -> None:
     many = [campaign(f"c{i:04}", 1 + i % 37, 5_000 + (i * 7919) % 15_000, category=f"cat-{i % 3}")
             for i in range(1500)]
-    bulk, single = (InMemoryPlacementIndex(reserve=1, frequency_cap=5, pacing=False) for _ in range(2))
+    bulk, single = (InMemoryPlacementIndex(reserve=1, pacing=False) for _ in range(2))
     bulk.apply(many, [])
     for c in many:
         single.apply([c], [])
@@ -206,3 +207,14 @@ def test_a_bulk_load_ranks_like_one_by_one_changes() -> None:
     single.apply([many[0].paused(T0)], [])
     for cat in ("cat-0", "cat-1", "cat-2"):
         assert bulk.choose(cat, "v", 10, T0) == single.choose(cat, "v", 10, T0)
+
+
+def test_each_campaign_has_its_own_cap_and_zero_means_the_default() -> None:
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
+    index.apply([campaign("once", 10, cap=1), campaign("thrice", 5, cap=3)], [])
+    shown = [[w.campaign.campaign_id for w in index.choose("python", "v", 2, T0)] for _ in range(4)]
+    assert shown == [["once", "thrice"], ["thrice"], ["thrice"], []]
+    assert CreateCampaign("r", "f", "python", 5, 50).new_campaign(T0, 10_000, default_cap=3).frequency_cap == 3
+    assert CreateCampaign("r", "f", "python", 5, 50, 7).new_campaign(T0, 10_000, default_cap=3).frequency_cap == 7
+    with pytest.raises(InvalidArgument):
+        CreateCampaign("r", "f", "python", 5, 50, 1001).validate(reserve=1)

@@ -31,7 +31,7 @@ def test_clicks_budgets_and_the_index_sync_work_on_sqlite(tmp_path: Path) -> Non
     def uow() -> SqlAlchemyPromotedUnitOfWork:
         return SqlAlchemyPromotedUnitOfWork(engine)
 
-    replicas = [InMemoryPlacementIndex(reserve=4, frequency_cap=10, pacing=False) for _ in range(2)]
+    replicas = [InMemoryPlacementIndex(reserve=4, pacing=False) for _ in range(2)]
     syncs = [IndexSync(SqlAlchemyPromotedReader(engine), ix, metrics, lambda: now, interval=1.0) for ix in replicas]
     c = uc.create_campaign(uow(), CreateCampaign("req-1", "fl-1", "python", 4, 8), events, rules, now)
     for sync in syncs:
