@@ -4,13 +4,15 @@ AdsService that delegates the promoted RPCs to `PromotedServicer` (the lead's Ad
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import grpc
+import pytest
+import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2, ads_pb2_grpc
 from sqlalchemy.engine import Engine
 
@@ -21,7 +23,7 @@ from services.connects.client import AbstractConnectsClient
 from services.kit import outbox
 from services.kit.auth import Policy, mint_token
 from services.kit.config import ServiceConfig
-from services.kit.db import Migration, migrate
+from services.kit.db import Migration, make_engine, migrate
 from services.kit.server import App, Server, ServiceRegistration
 
 SERVICE_NAME = ads_pb2.DESCRIPTOR.services_by_name["AdsService"].full_name
@@ -58,6 +60,20 @@ class PromotedAdsServicer(ads_pb2_grpc.AdsServiceServicer):
 
 def migrate_promoted(engine: Engine) -> None:
     migrate(engine, "ads", [Migration(1, "outbox table", outbox.create_tables), *PROMOTED_MIGRATIONS])
+
+
+def promoted_engine_fixture() -> Any:
+    """A fixture for a test module (`engine = promoted_engine_fixture()`): a fresh PostgreSQL database with
+    the outbox and promoted profiles' tables."""
+
+    @pytest.fixture
+    def engine(create_database: Callable[[str], str]) -> Iterator[sa.Engine]:
+        eng = make_engine(create_database("ads"), pool_size=40)
+        migrate_promoted(eng)
+        yield eng
+        eng.dispose()
+
+    return engine
 
 
 def base_config(secret: bytes, port: int = 0) -> ServiceConfig:

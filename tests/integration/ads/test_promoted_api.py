@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import grpc
 import pytest
 import sqlalchemy as sa
@@ -12,21 +10,15 @@ from adsmon.ads.v1 import events_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.kit.db import make_engine
 from services.kit.kafka import decode_event
 from tests.conftest import unique
-from tests.integration.ads.promoted_support import migrate_promoted, promoted_replica
+from tests.integration.ads.promoted_support import promoted_engine_fixture, promoted_replica
 from tests.unit.ads.promoted_fakes import FakeConnects
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def engine(create_database: Callable[[str], str]) -> Iterator[sa.Engine]:
-    eng = make_engine(create_database("ads"), pool_size=40)
-    migrate_promoted(eng)
-    yield eng
-    eng.dispose()
+engine = promoted_engine_fixture()
 
 
 def reason(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:

@@ -10,28 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2 as pb
 
-from services.kit.db import make_engine
 from tests.conftest import unique
-from tests.integration.ads.promoted_support import Replica, migrate_promoted, promoted_replica, settings
+from tests.integration.ads.promoted_support import Replica, promoted_engine_fixture, promoted_replica, settings
 from tests.unit.ads.promoted_fakes import FakeConnects
 
 pytestmark = pytest.mark.integration
 CLIENTS = 64
 
 
-@pytest.fixture
-def engine(create_database: Callable[[str], str]) -> Iterator[sa.Engine]:
-    eng = make_engine(create_database("ads"), pool_size=40)
-    migrate_promoted(eng)
-    yield eng
-    eng.dispose()
+engine = promoted_engine_fixture()
 
 
 async def create(r: Replica, freelancer: str, category: str, bid: int, budget: int) -> str:

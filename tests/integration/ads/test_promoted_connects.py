@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import grpc
 import pytest
-import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2 as pb
 from adsmon.connects.v1 import connects_pb2 as cpb
 from adsmon.connects.v1 import connects_pb2_grpc
 
 from services.connects.client import GrpcConnectsClient
 from services.kit.auth import mint_token
-from services.kit.db import make_engine
 from tests.conftest import unique
 from tests.e2e.conftest import launch, secret_file  # noqa: F401 - fixtures: the real connects process
-from tests.integration.ads.promoted_support import migrate_promoted, promoted_replica, settings
+from tests.integration.ads.promoted_support import promoted_engine_fixture, promoted_replica, settings
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def engine(create_database: Callable[[str], str]) -> Iterator[sa.Engine]:
-    eng = make_engine(create_database("ads"), pool_size=40)
-    migrate_promoted(eng)
-    yield eng
-    eng.dispose()
+engine = promoted_engine_fixture()
 
 
 def ledger(target: str, secret: bytes, caller: str) -> tuple[connects_pb2_grpc.ConnectsServiceStub, list]:

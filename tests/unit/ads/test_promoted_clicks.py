@@ -136,13 +136,19 @@ def test_an_owner_who_cannot_pay_is_not_charged_and_the_campaign_stops_for_the_d
     assert [s.winner.campaign for s in w.place(viewer="other")] == [c]  # a new day, a new budget
 
 
-def test_a_ledger_that_does_not_answer_leaves_the_click_pending_and_a_retry_charges_it_once() -> None:
-    w = World(reserve=5)
+def click_while_the_ledger_is_down(w: World):  # type: ignore[no-untyped-def]
+    """A campaign, a placement, and a click (request "req-1") that the ledger did not answer."""
     c = w.create(bid=5)
     (p,) = w.place()
     w.connects.down = True
     with pytest.raises(errors.Unavailable):
         w.click(p.token, "req-1")
+    return c, p
+
+
+def test_a_ledger_that_does_not_answer_leaves_the_click_pending_and_a_retry_charges_it_once() -> None:
+    w = World(reserve=5)
+    c, p = click_while_the_ledger_is_down(w)
     assert w.metrics.connects_errors == ["LEDGER_UNAVAILABLE"]
     assert w.click(p.token, "req-2").outcome is ClickOutcome.DUPLICATE  # another request: never a second charge
     w.connects.down = False
@@ -152,11 +158,7 @@ def test_a_ledger_that_does_not_answer_leaves_the_click_pending_and_a_retry_char
 
 def test_the_resumer_finishes_a_pending_click_and_its_requester_gets_the_same_answer() -> None:
     w = World(reserve=5)
-    c = w.create(bid=5)
-    (p,) = w.place()
-    w.connects.down = True
-    with pytest.raises(errors.Unavailable):
-        w.click(p.token, "req-1")
+    c, p = click_while_the_ledger_is_down(w)
     w.connects.down = False
     assert w.charger.resume_pending_clicks(w.clock(), older_than=timedelta(seconds=30)) == 0  # too young
     w.clock.advance(seconds=31)
