@@ -225,3 +225,20 @@ def test_placements_are_validated_and_counted_for_the_fill_rate() -> None:
         w.place(viewer="")
     assert len(w.place(slots=4)) == 1
     assert (w.metrics.requested, w.metrics.served) == (4, 1)
+
+
+def test_pacing_holds_a_campaign_back_when_it_spends_ahead_of_the_day_and_lets_it_go_later() -> None:
+    w = World(reserve=10)
+    w.index = InMemoryPlacementIndex(reserve=10, pacing=True, pacing_headroom_seconds=0)
+    w.charger.index = w.index
+    w.clock.now = w.clock.now.replace(hour=6, minute=0)  # a quarter of the day: 240 of 960 may be spent
+    c = w.create(bid=10, budget=960)
+    charged = 0
+    for i in range(40):
+        placements = w.place(viewer=f"v{i}")
+        if not placements:
+            break
+        charged += w.click(placements[0].token).charged
+    assert charged == 240  # 24 clicks, then held back though 720 of the budget is left
+    w.clock.advance(hours=6)
+    assert [s.winner.campaign for s in w.place(viewer="later")] == [c]
