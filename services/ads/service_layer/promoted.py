@@ -350,17 +350,19 @@ class ClickCharger:
         try:
             move = self.connects.spend(click.spend_request_id, click.freelancer_id, click.price,
                                        "PROMOTED_PROFILE", f"campaign:{click.campaign_id}:click:{click.token_id}")
-        except errors.Unavailable as exc:
+        except (errors.Unavailable, errors.PermissionDenied, errors.Unauthenticated, errors.Aborted) as exc:
             self.metrics.connects_error(exc.reason)
             raise  # the click stays PENDING with its budget reserved; a retry or the resumer finishes it
-        except (errors.FailedPrecondition, errors.InvalidArgument, errors.NotFound,
-                errors.PermissionDenied) as exc:
+        except (errors.FailedPrecondition, errors.InvalidArgument, errors.NotFound) as exc:
+            # The ledger refused this wallet (not us: a PermissionDenied stays pending, an alert, not a refusal).
             self.metrics.connects_error(exc.reason)
+            stop = exc.reason == "INSUFFICIENT_CONNECTS"
             with self.uow_factory() as uow:
-                uow.budgets.refund(click.campaign_id, click.day, click.price, stop=True)
+                uow.budgets.refund(click.campaign_id, click.day, click.price, stop=stop)
                 result = self._finish(uow, click, ClickOutcome.INSUFFICIENT_CONNECTS, fingerprint, now,
                                       resolve=True)
-            self.index.apply((), [BudgetDay(click.campaign_id, click.day, 0, stopped=True)])
+            if stop:
+                self.index.apply((), [BudgetDay(click.campaign_id, click.day, 0, stopped=True)])
             return result
         with self.uow_factory() as uow:
             return self._finish(uow, click, ClickOutcome.CHARGED, fingerprint, now, resolve=True,

@@ -242,3 +242,18 @@ def test_pacing_holds_a_campaign_back_when_it_spends_ahead_of_the_day_and_lets_i
     assert charged == 240  # 24 clicks, then held back though 720 of the budget is left
     w.clock.advance(hours=6)
     assert [s.winner.campaign for s in w.place(viewer="later")] == [c]
+
+
+def test_a_ledger_that_refuses_ads_itself_leaves_the_click_pending_instead_of_stopping_the_campaign() -> None:
+    w = World(reserve=5)
+    c = w.create(bid=5)
+    (p,) = w.place()
+
+    def refuse(*_: object) -> None:
+        raise errors.PermissionDenied("CALLER_NOT_ALLOWED", "caller 'ads' may not spend")
+
+    w.connects.spend = refuse  # type: ignore[method-assign, assignment]
+    with pytest.raises(errors.PermissionDenied):
+        w.click(p.token, "req-1")
+    assert w.metrics.connects_errors == ["CALLER_NOT_ALLOWED"]
+    assert [s.winner.campaign for s in w.place(viewer="other")] == [c]  # still served: not the wallet's fault
