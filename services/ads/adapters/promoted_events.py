@@ -8,9 +8,10 @@ from adsmon.ads.v1 import ads_pb2, events_pb2
 from adsmon.events.v1.event_pb2 import Event
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.ads.adapters.topics import ADS_EVENTS
 from services.ads.domain.promoted import QUALITY_BASIS, Campaign, CampaignState, Click, ClickOutcome
 from services.ads.service_layer.promoted import PromotedEvents
-from services.kit.kafka import ADS_TOPIC, make_event
+from services.kit.kafka import make_event
 
 PRODUCER = "ads"
 STATE = {CampaignState.ACTIVE: ads_pb2.CAMPAIGN_STATE_ACTIVE, CampaignState.PAUSED: ads_pb2.CAMPAIGN_STATE_PAUSED}
@@ -38,7 +39,7 @@ def click_outcome_pb(outcome: ClickOutcome) -> ads_pb2.ClickOutcome.ValueType:
 
 
 class ProtoPromotedEvents(PromotedEvents):
-    topic = ADS_TOPIC
+    topic = ADS_EVENTS
 
     def campaign_created(self, c: Campaign, now: datetime) -> Event:
         return make_event(events_pb2.CampaignCreated(

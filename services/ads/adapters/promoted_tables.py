@@ -8,14 +8,13 @@
 - `promoted_clicks`: one row per charged or refused click, unique by `click_key` (the placement token id
   while de-duplication is on): a token charges once whichever replica gets the click.
 - `promoted_requests`: request_id -> fingerprint and stored answer (AIP-155 idempotency).
+
+Created by ads' Alembic revision 0002_promoted_profiles (services/ads/adapters/migrations).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from services.kit.db import Migration
 
 metadata = sa.MetaData()
 ID = sa.String(128)
@@ -82,9 +81,3 @@ requests = sa.Table(
     sa.Column("created_at", TS, nullable=False),
 )
 
-
-def _create(conn: Connection) -> None:
-    metadata.create_all(conn, checkfirst=True)
-
-
-PROMOTED_MIGRATIONS = [Migration(101, "promoted profiles: campaigns, budget days, clicks, requests", _create)]

@@ -131,7 +131,7 @@ def build_promoted(settings: PromotedSettings, engine: Engine, *, connects: Abst
                    clock: Callable[[], datetime] = utc_now, after_commit: Callable[[], Any] | None = None,
                    executor: ThreadPoolExecutor | None = None, workers: int = 8,
                    ) -> tuple[PromotedServicer, list[Component]]:
-    """Wire promoted profiles over `engine` (tables migrated by PROMOTED_MIGRATIONS, the outbox present):
+    """Wire promoted profiles over `engine` (migrated by ads' Alembic MIGRATIONS: outbox and promoted tables):
     the index is loaded before this returns; the components (index sync, pending-click resumer) are for the
     App to start and stop. `after_commit` is the outbox relay's wake."""
     metrics = PromotedMetrics()

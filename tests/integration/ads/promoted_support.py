@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2, ads_pb2_grpc
 from sqlalchemy.engine import Engine
 
-from services.ads.adapters.promoted_tables import PROMOTED_MIGRATIONS
+from services.ads.adapters.migrations import MIGRATIONS
 from services.ads.entrypoints.promoted_servicer import PromotedServicer, build_promoted, utc_now
 from services.ads.promoted_config import PromotedSettings
 from services.connects.client import AbstractConnectsClient
-from services.kit import outbox
+from services.kit import migrations
 from services.kit.auth import Policy, mint_token
 from services.kit.config import ServiceConfig
-from services.kit.db import Migration, make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.server import App, Server, ServiceRegistration
 
 SERVICE_NAME = ads_pb2.DESCRIPTOR.services_by_name["AdsService"].full_name
@@ -59,7 +59,8 @@ class PromotedAdsServicer(ads_pb2_grpc.AdsServiceServicer):
 
 
 def migrate_promoted(engine: Engine) -> None:
-    migrate(engine, "ads", [Migration(1, "outbox table", outbox.create_tables), *PROMOTED_MIGRATIONS])
+    """ads' schema (Alembic, services/ads/adapters/migrations): the outbox and promoted profiles' tables."""
+    migrations.upgrade(engine, MIGRATIONS)
 
 
 def promoted_engine_fixture() -> Any:

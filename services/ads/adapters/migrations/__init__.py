@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.ads.adapters import promoted_tables
 from services.kit.migrations import Migrations
 from services.kit.outbox import OUTBOX
 
 MIGRATIONS = Migrations(
-    "ads", Path(__file__).parent, [OUTBOX.metadata],
+    "ads", Path(__file__).parent, [OUTBOX.metadata, promoted_tables.metadata],
     legacy={1: "0001"},  # the former kit.db migrator's version 1: the outbox
 )
