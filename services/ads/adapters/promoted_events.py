@@ -15,7 +15,7 @@ from services.kit.kafka import make_event
 
 PRODUCER = "ads"
 STATE = {CampaignState.ACTIVE: ads_pb2.CAMPAIGN_STATE_ACTIVE, CampaignState.PAUSED: ads_pb2.CAMPAIGN_STATE_PAUSED}
-OUTCOME: dict[ClickOutcome, ads_pb2.ClickOutcome.ValueType] = {
+OUTCOME: dict[ClickOutcome, ads_pb2.ClickOutcome] = {
     o: ads_pb2.ClickOutcome.Value(f"CLICK_OUTCOME_{o.value}") for o in ClickOutcome if o is not ClickOutcome.PENDING}
 
 
@@ -34,7 +34,7 @@ def campaign_pb(c: Campaign, spent_today: int) -> ads_pb2.Campaign:
                             frequency_cap=c.frequency_cap)
 
 
-def click_outcome_pb(outcome: ClickOutcome) -> ads_pb2.ClickOutcome.ValueType:
+def click_outcome_pb(outcome: ClickOutcome) -> ads_pb2.ClickOutcome:
     return OUTCOME[outcome]
 
 
