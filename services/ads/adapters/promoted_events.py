@@ -16,7 +16,10 @@ from services.kit.kafka import make_event
 PRODUCER = "ads"
 STATE = {CampaignState.ACTIVE: ads_pb2.CAMPAIGN_STATE_ACTIVE, CampaignState.PAUSED: ads_pb2.CAMPAIGN_STATE_PAUSED}
 OUTCOME: dict[ClickOutcome, ads_pb2.ClickOutcome] = {
-    o: ads_pb2.ClickOutcome.Value(f"CLICK_OUTCOME_{o.value}") for o in ClickOutcome if o is not ClickOutcome.PENDING}
+    ClickOutcome.CHARGED: ads_pb2.CLICK_OUTCOME_CHARGED, ClickOutcome.DUPLICATE: ads_pb2.CLICK_OUTCOME_DUPLICATE,
+    ClickOutcome.BUDGET_EXHAUSTED: ads_pb2.CLICK_OUTCOME_BUDGET_EXHAUSTED,
+    ClickOutcome.INSUFFICIENT_CONNECTS: ads_pb2.CLICK_OUTCOME_INSUFFICIENT_CONNECTS,
+}  # PENDING is internal: never answered
 
 
 def timestamp(value: datetime) -> Timestamp:
