@@ -11,6 +11,12 @@ from datetime import timedelta
 from services.kit.config import ConfigError, Env
 
 
+def derived_token_key(auth_secret: bytes) -> bytes:
+    """The placement tokens' key when none is configured: a key of its own, derived so that knowing a
+    placement token's MAC reveals nothing about the service-to-service secret."""
+    return hmac.new(auth_secret, b"adsmon ads placement tokens v1", hashlib.sha256).digest()
+
+
 @dataclass(frozen=True)
 class PromotedSettings:
     token_key: bytes = b""  # HMAC key of placement tokens: PROMOTED_TOKEN_KEY_FILE, else derived from the auth secret
@@ -35,9 +41,7 @@ class PromotedSettings:
         except ConfigError as exc:
             if "missing setting" not in str(exc):
                 raise
-            # A key of its own, derived so that knowing a placement token's MAC reveals nothing about the
-            # service-to-service secret.
-            key = hmac.new(auth_secret, b"adsmon ads placement tokens v1", hashlib.sha256).digest()
+            key = derived_token_key(auth_secret)
         return cls(
             token_key=key,
             reserve_connects=env.int("PROMOTED_RESERVE_CONNECTS", 1, lo=1, hi=10_000),
