@@ -19,7 +19,7 @@ from __future__ import annotations
 from deploy.grafana.spec import Dashboard, Panel, Query, Row
 
 # Services (or parts: "ads-promoted" is ads' promoted profiles) whose metrics below are not exported yet.
-PENDING = frozenset({"ads-promoted", "billing"})
+PENDING = frozenset({"billing"})
 
 # name -> (type, labels, meaning). The alerts in deploy/prometheus/alerts.yml use some of them too.
 ADS_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -43,12 +43,13 @@ ADS_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 # ads' promoted profiles (issue 7's third part), built apart from the auctions and the badge.
 PROMOTED_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "ads_placement_slots_requested_total": ("counter", (), "Slots asked for by GetPlacements."),
-    "ads_placement_slots_filled_total": ("counter", (), "Slots filled with a promoted profile (impressions)."),
-    "ads_clicks_total": ("counter", ("outcome",), "RecordClick outcomes (charged, duplicate, budget_exhausted, "
-                                                  "insufficient_connects)."),
-    "ads_campaign_spend_connects_total": ("counter", (), "Connects charged for promoted-profile clicks."),
-    "ads_campaign_daily_budget_connects": ("gauge", (), "Sum of the daily budgets of active campaigns."),
+    "ads_promoted_slots_requested_total": ("counter", (), "Slots asked for by GetPlacements."),
+    "ads_promoted_placements_served_total": ("counter", (), "Slots filled with a promoted profile (impressions)."),
+    "ads_promoted_clicks_total": ("counter", ("outcome",), "RecordClick outcomes (CHARGED, PENDING, DUPLICATE, "
+                                                           "BUDGET_EXHAUSTED, INSUFFICIENT_CONNECTS)."),
+    "ads_promoted_spend_connects_total": ("counter", (), "Connects charged for promoted-profile clicks."),
+    "ads_promoted_active_budget_connects": ("gauge", (), "Sum of today's daily budgets of active campaigns."),
+    "ads_promoted_spent_today_connects": ("gauge", (), "Connects spent (or reserved) today by active campaigns."),
 }
 
 BILLING_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -143,15 +144,17 @@ ADS = Dashboard(
         )),
         Row("Promoted profiles", (
             _promoted("Placements served (slots filled per second)",
-                 Query(_rate("ads_placement_slots_filled_total", A), "filled")),
-            _promoted("Fill rate", Query(f"{_rate('ads_placement_slots_filled_total', A)} / "
-                                    f"{_rate('ads_placement_slots_requested_total', A)}", "fill rate"),
-                 unit="percentunit"),
-            _promoted("Clicks per second by outcome", Query(_rate("ads_clicks_total", A, "outcome"), "{{outcome}}"),
-                 unit="ops"),
-            _promoted("Spend against budget (today's rate x 24h vs daily budgets)",
-                 Query(f"sum(increase(ads_campaign_spend_connects_total{{{A}}}[1h])) * 24", "spend at this pace"),
-                 Query(f"max(ads_campaign_daily_budget_connects{{{A}}})", "daily budgets")),
+                      Query(_rate("ads_promoted_placements_served_total", A), "filled")),
+            _promoted("Fill rate", Query(f"{_rate('ads_promoted_placements_served_total', A)} / "
+                                         f"{_rate('ads_promoted_slots_requested_total', A)}", "fill rate"),
+                      unit="percentunit"),
+            _promoted("Clicks per second by outcome",
+                      Query(_rate("ads_promoted_clicks_total", A, "outcome"), "{{outcome}}"), unit="ops"),
+            _promoted("Spend against budget (today's spend, the last hour's pace x 24h, daily budgets)",
+                      Query(f"max(ads_promoted_spent_today_connects{{{A}}})", "spent today"),
+                      Query(f"sum(increase(ads_promoted_spend_connects_total{{{A}}}[1h])) * 24",
+                            "spend at this pace"),
+                      Query(f"max(ads_promoted_active_budget_connects{{{A}}})", "daily budgets")),
         )),
         Row("Calls to connects", (
             Panel("ads -> connects calls by method and code",

@@ -4,9 +4,9 @@ What runs (each a kit.worker.Worker, started after the server listens and stoppe
 the outbox relay (unless ADSMON_ADS_RELAY_IN_PROCESS=false), the settlement worker (captures and
 releases of closed auctions), the auction closer (7 days up, bids left waiting for the ledger), the
 badge meter (pricing tick, due charges), the gauges, and the marketplace.jobs.v1 consumer (unless
-ADSMON_ADS_CONSUME_JOBS=false). Boost auctions and the availability badge are served by `AdsServicer`;
-the promoted-profile RPCs answer UNIMPLEMENTED (the generated base) until the promoted servicer is
-wired in here.
+ADSMON_ADS_CONSUME_JOBS=false), and promoted profiles' index sync and pending-click resumer
+(`build_promoted`). Boost auctions and the availability badge are served by `AdsServicer`, which
+delegates the promoted-profile RPCs to the `PromotedServicer` built here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,9 @@ from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
 from services.ads.config import SERVICE, AdsConfig
 from services.ads.entrypoints import jobs_consumer
 from services.ads.entrypoints.grpc_servicer import POLICY, SERVICE_NAME, AdsServicer
+from services.ads.entrypoints.promoted_servicer import build_promoted
 from services.ads.entrypoints.scheduler import AuctionCloser, BadgeMeter, GaugeRefresher, Settler
+from services.ads.promoted_config import derived_token_key
 from services.ads.service_layer.auctions import AuctionSettings
 from services.ads.service_layer.badges import BadgeSettings
 from services.ads.service_layer.metrics import Metrics
@@ -90,8 +93,15 @@ def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Wor
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(handlers, fn, *args)
 
+    promoted_settings = config.promoted
+    if not promoted_settings.token_key:
+        promoted_settings = replace(promoted_settings, token_key=derived_token_key(base.auth_secret))
+    promoted_executor = ThreadPoolExecutor(max_workers=config.promoted_threads, thread_name_prefix="promoted")
+    promoted, promoted_components = build_promoted(promoted_settings, engine, connects=client, clock=clock,
+                                                   after_commit=wake_relay, executor=promoted_executor)
+    components += promoted_components
     servicer = AdsServicer(uow_factory, client, clock, run, auction_settings=auction_settings,
-                           badge_settings=badge_settings, searches=searches, metrics=metrics,
+                           badge_settings=badge_settings, searches=searches, metrics=metrics, promoted=promoted,
                            on_closed=settler.wake)
     close_client = getattr(client, "close", None)
     return App(
@@ -99,7 +109,8 @@ def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Wor
         services=[ServiceRegistration(SERVICE_NAME, ads_pb2_grpc.add_AdsServiceServicer_to_server, servicer,
                                       POLICY)],
         components=components,
-        on_close=[handlers.shutdown, database.close, *([close_client] if close_client else [])],
+        on_close=[handlers.shutdown, promoted_executor.shutdown, database.close,
+                  *([close_client] if close_client else [])],
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from services.ads.domain.badge import Pricing
+from services.ads.promoted_config import PromotedSettings
 from services.kit.config import ConfigError, Env, ServiceConfig
 
 SERVICE = "ads"
@@ -29,6 +30,9 @@ class AdsConfig:
     settlement_concurrency: int = 8
     consume_jobs: bool = True
     handler_threads: int = 32  # PlaceBid and StartBadge wait on the ledger: more threads than DB connections
+    # Promoted profiles (ADSMON_ADS_PROMOTED_*); an empty token key is derived from the auth secret at bootstrap.
+    promoted: PromotedSettings = field(default_factory=PromotedSettings)
+    promoted_threads: int = 8  # the promoted RPCs' thread pool (database, ledger); GetPlacements runs on the loop
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AdsConfig:
@@ -62,4 +66,6 @@ class AdsConfig:
             settlement_concurrency=env.int("SETTLEMENT_CONCURRENCY", 8, lo=1, hi=64),
             consume_jobs=env.bool("CONSUME_JOBS", True),
             handler_threads=env.int("HANDLER_THREADS", 32, lo=1, hi=512),
+            promoted=PromotedSettings.from_env(base.auth_secret, environ),
+            promoted_threads=env.int("PROMOTED_THREADS", 8, lo=1, hi=512),
         )

@@ -1,7 +1,7 @@
-"""AdsService over gRPC for auctions and badges: protos in, use cases on the DB thread pool, protos out.
+"""AdsService over gRPC: protos in, use cases on the DB thread pool, protos out.
 
-The promoted-profile RPCs are not here (they answer UNIMPLEMENTED from the generated base until the
-promoted servicer is wired in).
+Auctions and badges are served here; the promoted-profile RPCs (campaigns, GetPlacements, RecordClick)
+are delegated to `PromotedServicer` (services/ads/entrypoints/promoted_servicer.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from adsmon.ads.v1 import ads_pb2_grpc
 
 from services.ads.adapters.events import duration, timestamp
 from services.ads.domain.auction import CloseReason, Interaction
+from services.ads.entrypoints.promoted_servicer import PromotedServicer
 from services.ads.service_layer import auctions, badges, views
 from services.ads.service_layer.auctions import UowFactory
 from services.ads.service_layer.metrics import Metrics
@@ -83,13 +84,15 @@ def _close_reason(value: int) -> CloseReason | None:
 
 
 class AdsServicer(ads_pb2_grpc.AdsServiceServicer):
-    """Auctions and badges; blocking use cases run on `run` (the database thread pool)."""
+    """Auctions and badges; blocking use cases run on `run` (the database thread pool). The promoted-profile
+    RPCs are `promoted`'s."""
 
     def __init__(self, uow_factory: UowFactory, connects: AbstractConnectsClient, clock: Callable[[], datetime],
                  run: Callable[..., Awaitable[Any]], *, auction_settings: auctions.AuctionSettings,
                  badge_settings: badges.BadgeSettings, searches: SearchCounter, metrics: Metrics,
-                 on_closed: Callable[[], None] | None = None) -> None:
+                 promoted: PromotedServicer, on_closed: Callable[[], None] | None = None) -> None:
         self.uow_factory, self.connects, self.clock, self._run = uow_factory, connects, clock, run
+        self.promoted = promoted
         self.auction_settings, self.badge_settings = auction_settings, badge_settings
         self.searches, self.metrics, self.on_closed = searches, metrics, on_closed
 
@@ -144,3 +147,33 @@ class AdsServicer(ads_pb2_grpc.AdsServiceServicer):
         view = await self.run(badges.get_badge, self.uow_factory, request.freelancer_id, request.category,
                               self.badge_settings, self.searches, self.clock())
         return pb.GetBadgeResponse(badge=badge_pb(view))
+
+    # -- promoted profiles: delegated -------------------------------------------------------------------
+
+    async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.CreateCampaignResponse:
+        return await self.promoted.CreateCampaign(request, context)
+
+    async def GetCampaign(self, request: pb.GetCampaignRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.GetCampaignResponse:
+        return await self.promoted.GetCampaign(request, context)
+
+    async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ListCampaignsResponse:
+        return await self.promoted.ListCampaigns(request, context)
+
+    async def PauseCampaign(self, request: pb.PauseCampaignRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.PauseCampaignResponse:
+        return await self.promoted.PauseCampaign(request, context)
+
+    async def ResumeCampaign(self, request: pb.ResumeCampaignRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.ResumeCampaignResponse:
+        return await self.promoted.ResumeCampaign(request, context)
+
+    async def GetPlacements(self, request: pb.GetPlacementsRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.GetPlacementsResponse:
+        return await self.promoted.GetPlacements(request, context)
+
+    async def RecordClick(self, request: pb.RecordClickRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.RecordClickResponse:
+        return await self.promoted.RecordClick(request, context)
