@@ -59,6 +59,7 @@ class TransactionKind(StrEnum):
     RELEASE = "RELEASE"
     RETURN = "RETURN"
     EXPIRE = "EXPIRE"
+    REVERSAL = "REVERSAL"
 
 
 class HoldStatus(StrEnum):
@@ -378,6 +379,37 @@ class Wallet:
         # A returned lot whose original expiry has passed expires at once, through an entry.
         self.expire_due_lots(now)
         return result
+
+    def reverse_credit(self, *, original: Returnable, now: datetime) -> tuple[LedgerTransaction, int]:
+        """Take back what is left of a PURCHASE credit (a chargeback): the available Connects of its lot go back
+        to sales. Answers the REVERSAL transaction and the credit's Connects not removed (spent, held or expired).
+        With nothing left to remove the transaction is an unrecorded zero answer (transaction_id empty)."""
+        tx = original.transaction
+        if tx.account_id != self.account_id:
+            raise errors.TransactionNotFound(tx.transaction_id)
+        if tx.kind is not TransactionKind.CREDIT or tx.source is not LotSource.PURCHASE:
+            raise errors.TransactionNotReversible(tx.transaction_id)
+        if original.already_returned:
+            raise errors.AlreadyReversed(tx.transaction_id)
+        self.expire_due_lots(now)
+        movements = []
+        for moved in tx.movements:
+            lot = self.lots.get(moved.lot_id)
+            if lot is not None and lot.remaining:
+                movements.append(LotMovement.of(lot, lot.remaining))
+                lot.remaining = 0
+                self.changed_lots.add(lot.lot_id)
+        removed = sum(m.amount for m in movements)
+        if not removed:
+            return LedgerTransaction("", self.account_id, TransactionKind.REVERSAL, 0, now, (),
+                                     source=LotSource.PURCHASE, reference=tx.reference,
+                                     returned_transaction_id=tx.transaction_id, available_after=self.available,
+                                     held_after=self.held, sequence=self.sequence), tx.amount
+        result = self._record(TransactionKind.REVERSAL, removed, now,
+                              _postings((wallet_account(self.account_id), -removed), (SALES, removed)),
+                              movements=tuple(movements), source=LotSource.PURCHASE, reference=tx.reference,
+                              returned_transaction_id=tx.transaction_id)
+        return result, tx.amount - removed
 
     def expire_due_lots(self, now: datetime) -> LedgerTransaction | None:
         """Move the remaining Connects of lots past their date to breakage (one EXPIRE entry).

@@ -24,6 +24,7 @@ class Receipt:
     transaction: LedgerTransaction
     hold_id: str = ""
     hold_expires_at: datetime | None = None
+    already_spent: int = 0  # ReverseCredit: the credit's Connects it could not remove
 
 
 def _enum(cls, value):  # type: ignore[no-untyped-def]
@@ -60,12 +61,15 @@ def tx_from_dict(d: dict) -> LedgerTransaction:  # type: ignore[type-arg]
 
 
 def encode(receipt: Receipt) -> bytes:
-    body = {"tx": tx_to_dict(receipt.transaction), "hold_id": receipt.hold_id,
+    body: dict[str, object] = {"tx": tx_to_dict(receipt.transaction), "hold_id": receipt.hold_id,
             "hold_expires_at": receipt.hold_expires_at.isoformat() if receipt.hold_expires_at else ""}
+    if receipt.already_spent:
+        body["spent"] = receipt.already_spent
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 def decode(data: bytes) -> Receipt:
     body = json.loads(data)
     expires = body["hold_expires_at"]
-    return Receipt(tx_from_dict(body["tx"]), body["hold_id"], datetime.fromisoformat(expires) if expires else None)
+    return Receipt(tx_from_dict(body["tx"]), body["hold_id"], datetime.fromisoformat(expires) if expires else None,
+                   body.get("spent", 0))
