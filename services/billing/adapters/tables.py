@@ -83,6 +83,7 @@ chargebacks = sa.Table(
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("connects", sa.BigInteger, nullable=False),
+    sa.Column("credit_transaction_id", sa.String(64), nullable=False),
     sa.Column("connects_removed", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("connects_already_spent", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("loss_cents", sa.BigInteger, nullable=False, server_default="0"),
@@ -123,14 +124,16 @@ memberships = sa.Table(
 sa.Index("ix_memberships_due", memberships.c.period_end)
 
 # One grant (and its fee payment) of a membership cycle: unique per membership, cycle and kind (RENEWAL:
-# the cycle's own grant; UPGRADE: the prorated grant of a mid-cycle upgrade). The unique key is what makes
-# two renewal schedulers grant a cycle once. Connects credit: request_id
+# the cycle's own grant; UPGRADE: the prorated grant of a mid-cycle upgrade) among the rows not FAILED (a
+# declined start or upgrade grants nothing and may be asked again). The unique keys are what make two
+# renewal schedulers grant a cycle once. Connects credit: request_id
 # `billing:membership:<membership_id>:cycle:<n>[:upgrade]:credit`, reference `membership:<id>/cycle:<n>`.
 membership_cycles = sa.Table(
     "membership_cycles", metadata,
-    sa.Column("membership_id", sa.String(32), primary_key=True),
-    sa.Column("cycle", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("grant_id", sa.String(32), primary_key=True),
+    sa.Column("membership_id", sa.String(32), nullable=False),
+    sa.Column("cycle", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("account_id", ID, nullable=False, index=True),
     sa.Column("plan", sa.String(24), nullable=False),
     sa.Column("period_start", TS, nullable=False),
@@ -139,6 +142,8 @@ membership_cycles = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("connects", sa.BigInteger, nullable=False),
     sa.Column("payment_method", sa.String(128), nullable=False),
+    # The StartMembership request that made it (empty for renewals made by the scheduler).
+    sa.Column("request_id", ID, nullable=False, server_default=""),
     sa.Column("state", sa.String(16), nullable=False),  # PENDING, GRANTED, FAILED
     sa.Column("payment_status", sa.String(16), nullable=False),
     sa.Column("payment_intent_id", sa.String(64), nullable=True),
@@ -151,8 +156,12 @@ membership_cycles = sa.Table(
     sa.Column("finished_at", TS, nullable=True),
     sa.Column("next_attempt_at", TS, nullable=True),
     sa.Column("lease_until", TS, nullable=True),
-    sa.UniqueConstraint("membership_id", "period_start", "kind", name="uq_membership_cycles_period"),
 )
+_granting = membership_cycles.c.state != "FAILED"
+sa.Index("uq_membership_cycles_cycle", membership_cycles.c.membership_id, membership_cycles.c.cycle,
+         membership_cycles.c.kind, unique=True, postgresql_where=_granting, sqlite_where=_granting)
+sa.Index("uq_membership_cycles_period", membership_cycles.c.membership_id, membership_cycles.c.period_start,
+         membership_cycles.c.kind, unique=True, postgresql_where=_granting, sqlite_where=_granting)
 _cycle_pending = membership_cycles.c.state == "PENDING"
 sa.Index("ix_membership_cycles_pending", membership_cycles.c.next_attempt_at,
          postgresql_where=_cycle_pending, sqlite_where=_cycle_pending)
