@@ -40,6 +40,13 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
     return (postgresql.insert(table) if is_postgres(conn) else sqlite.insert(table))
 
 
+def _inserted(conn: Connection, stmt: Any) -> bool:
+    """Run an INSERT .. ON CONFLICT DO NOTHING; True if it wrote its row (RETURNING: psycopg reports
+    rowcount -1 for Core INSERTs)."""
+    table = stmt.table
+    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
+
+
 def _purchase(r: Any) -> Purchase:
     return Purchase(
         purchase_id=r.purchase_id, request_id=r.request_id, fingerprint=r.fingerprint, account_id=r.account_id,
@@ -85,7 +92,7 @@ class PurchaseRepository:
                "credit_request_id": purchase_credit_request_id(p.purchase_id), "created_at": p.created_at,
                "next_attempt_at": resume_at, "attempts": 0, **_purchase_row(p, p.created_at)}
         stmt = _insert(self.conn, purchases).values(row).on_conflict_do_nothing(index_elements=["request_id"])
-        return self.conn.execute(stmt).rowcount == 1
+        return _inserted(self.conn, stmt)
 
     def save(self, p: Purchase, now: datetime) -> None:
         values = _purchase_row(p, now)
@@ -155,7 +162,7 @@ class ChargebackRepository:
         row = {k: v for k, v in asdict(cb).items()}
         row.update(reversal_transaction_id=cb.reversal_transaction_id or None, next_attempt_at=resume_at,
                    attempts=0)
-        return self.conn.execute(_insert(self.conn, chargebacks).values(row).on_conflict_do_nothing()).rowcount == 1
+        return _inserted(self.conn, _insert(self.conn, chargebacks).values(row).on_conflict_do_nothing())
 
     def save(self, cb: Chargeback) -> None:
         self.conn.execute(chargebacks.update().where(chargebacks.c.chargeback_id == cb.chargeback_id).values(
@@ -246,8 +253,7 @@ class CycleRepository:
         row.update(grant_id=g.grant_id, membership_id=g.membership_id, cycle=g.cycle, kind=g.kind.value,
                    account_id=g.account_id, created_at=g.created_at, request_id=g.request_id,
                    period_start=g.period_start)
-        return self.conn.execute(_insert(self.conn, membership_cycles).values(row)
-                                 .on_conflict_do_nothing()).rowcount == 1
+        return _inserted(self.conn, _insert(self.conn, membership_cycles).values(row).on_conflict_do_nothing())
 
     def get(self, grant_id: str, *, lock: bool = False) -> CycleGrant | None:
         q = sa.select(membership_cycles).where(membership_cycles.c.grant_id == grant_id)
@@ -310,7 +316,7 @@ class RequestRepository:
         stmt = _insert(self.conn, membership_requests).values(
             request_id=request_id, method=method, fingerprint=fingerprint, account_id=account_id,
             response=json.dumps(response, default=str), created_at=now).on_conflict_do_nothing()
-        return self.conn.execute(stmt).rowcount == 1
+        return _inserted(self.conn, stmt)
 
 
 class ProviderEventRepository:
@@ -323,7 +329,7 @@ class ProviderEventRepository:
             event_id=event.event_id, type=event.type, object_id=event.object_id,
             payload=json.dumps(dict(event.data)), outcome="RECEIVED", created_at=event.created_at,
             received_at=now).on_conflict_do_nothing()
-        return self.conn.execute(stmt).rowcount == 1
+        return _inserted(self.conn, stmt)
 
     def set_outcome(self, event_id: str, outcome: str) -> None:
         self.conn.execute(provider_events.update().where(provider_events.c.event_id == event_id)

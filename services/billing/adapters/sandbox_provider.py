@@ -26,7 +26,8 @@ Behind the `PaymentProvider` port (`services.billing.service_layer.payments`):
 As a process: `python -m services.billing.adapters.sandbox_provider --port 8099
 --webhook-url http://127.0.0.1:8098/webhooks` serves the same core as JSON over
 HTTP on loopback (POST /v1/payment_intents with an Idempotency-Key header,
-GET /v1/payment_intents/<id>, POST /v1/refunds, POST /v1/disputes) and POSTs
+GET /v1/payment_intents[/<id>], POST /v1/refunds, POST /v1/disputes, and
+POST /v1/test/events to inject an event) and POSTs
 webhook events to the URL; `HttpSandboxProvider` is billing's adapter for it.
 """
 
@@ -377,6 +378,10 @@ def make_server(core: SandboxCore, port: int, *, timeout_delay: float = 6.0) -> 
                     self._reply(200, {"refund_id": refund_id})
                 elif self.path == "/v1/disputes":
                     self._reply(200, {"dispute_id": core.dispute(str(body["intent_id"]))})
+                elif self.path == "/v1/test/events":  # inject an event (e.g. a late payment_failed)
+                    event = core.emit(str(body["type"]), str(body["intent_id"]), dict(body.get("data", {})),
+                                      delay=float(body.get("delay", 0.0)))
+                    self._reply(200, event_json(event))
                 else:
                     self._reply(404, {"error": "not_found"})
             except PaymentProviderUnavailable:
