@@ -38,11 +38,24 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    box = Sandbox(free_port(), free_port(), tmp_path_factory.mktemp("sandbox") / "sandbox.log")
-    box.start()
-    yield box
-    box.stop()
+def new_sandbox(tmp_path_factory):
+    """Factory: a sandbox provider process whose webhooks go to a port of its own (one billing each)."""
+    made: list[Sandbox] = []
+
+    def make() -> Sandbox:
+        box = Sandbox(free_port(), free_port(), tmp_path_factory.mktemp("sandbox") / "sandbox.log")
+        box.start()
+        made.append(box)
+        return box
+
+    yield make
+    for box in made:
+        box.stop()
+
+
+@pytest.fixture(scope="module")
+def sandbox(new_sandbox):
+    return new_sandbox()
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +161,8 @@ def _intent(stack, account: str) -> str:
     return str(intent["intent_id"])
 
 
-def test_connects_down_midway_leaves_purchases_pending_then_credits_each_once(launch, sandbox, auth_secret):
+def test_connects_down_midway_leaves_purchases_pending_then_credits_each_once(launch, new_sandbox, auth_secret):
+    sandbox = new_sandbox()
     connects = launch("connects")
     billing = launch("billing", **billing_settings(connects, sandbox))
     client = BillingClient(billing.target, auth_secret)
@@ -166,9 +180,11 @@ def test_connects_down_midway_leaves_purchases_pending_then_credits_each_once(la
         assert len(sandbox.intents(account)) == 5
     finally:
         client.close()
+        billing.stop()
 
 
-def test_billing_killed_midway_resumes_on_restart_and_credits_each_purchase_once(launch, sandbox, auth_secret):
+def test_billing_killed_midway_resumes_on_restart_and_credits_each_purchase_once(launch, new_sandbox, auth_secret):
+    sandbox = new_sandbox()
     connects = launch("connects")
     billing = launch("billing", **billing_settings(connects, sandbox))
     account, n = unique("acct"), 60
@@ -211,9 +227,11 @@ def test_billing_killed_midway_resumes_on_restart_and_credits_each_purchase_once
         assert len(sandbox.intents(account)) == n  # one payment per purchase, never two
     finally:
         client.close()
+        billing.stop()
 
 
-def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, sandbox, auth_secret):
+def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, new_sandbox, auth_secret):
+    sandbox = new_sandbox()
     connects = launch("connects")
     first = launch("billing", **billing_settings(connects, sandbox))
     second = launch("billing", **billing_settings(connects, sandbox, ADSMON_BILLING_WEBHOOK_PORT=str(free_port()),
@@ -228,8 +246,13 @@ def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, sa
         # Two months pass: move every membership's anchor and period back (cycles 2 and 3 are due).
         query(first, "UPDATE memberships SET anchor = anchor - interval '2 months', "
                      "period_start = period_start - interval '2 months', period_end = period_end - interval '2 months'")
-        assert wait_for(lambda: query(first, "SELECT count(*) FROM membership_cycles WHERE state = 'GRANTED'")[0][0]
-                        == 3 * len(accounts), timeout=60)
+        query(first, "UPDATE membership_cycles SET period_start = period_start - interval '2 months', "
+                     "period_end = period_end - interval '2 months'")
+        granted = wait_for(lambda: query(first, "SELECT count(*) FROM membership_cycles WHERE state = 'GRANTED'")[0][0]
+                           == 3 * len(accounts), timeout=60)
+        assert granted, query(first, "SELECT m.account_id, m.cycle, m.period_start, m.period_end, c.cycle, c.state, "
+                                     "c.payment_status, c.failure_reason, now() FROM memberships m JOIN membership_cycles c "
+                                     "USING (membership_id) ORDER BY 1, 5 LIMIT 6")
         for account in accounts:
             credits = plan_grants(connects, auth_secret, account)
             assert sorted(c.reference.rsplit(":", 1)[1] for c in credits) == ["1", "2", "3"]
@@ -240,3 +263,4 @@ def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, sa
     finally:
         client.close()
         second.stop()
+        first.stop()

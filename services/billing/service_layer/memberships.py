@@ -197,6 +197,9 @@ def claim_due_renewals(ctx: Context, limit: int = 100) -> list[CycleGrant]:
             if uow.cycles.add(grant):
                 uow.memberships.save(moved, now)
                 made.append(grant)
+            else:  # the row lock makes this unreachable unless the data was changed by hand
+                log.warning("membership %s cycle %d already has a grant; not renewed again", grant.membership_id,
+                            grant.cycle)
         uow.commit()
     return made
 
