@@ -250,9 +250,8 @@ def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, ne
                      "period_end = period_end - interval '2 months'")
         granted = wait_for(lambda: query(first, "SELECT count(*) FROM membership_cycles WHERE state = 'GRANTED'")[0][0]
                            == 3 * len(accounts), timeout=60)
-        assert granted, query(first, "SELECT m.account_id, m.cycle, m.period_start, m.period_end, c.cycle, c.state, "
-                                     "c.payment_status, c.failure_reason, now() FROM memberships m JOIN membership_cycles c "
-                                     "USING (membership_id) ORDER BY 1, 5 LIMIT 6")
+        assert granted, query(first, "SELECT m.account_id, m.cycle, m.period_end, c.cycle, c.state, c.failure_reason "
+                                     "FROM memberships m JOIN membership_cycles c USING (membership_id) LIMIT 6")
         for account in accounts:
             credits = plan_grants(connects, auth_secret, account)
             assert sorted(c.reference.rsplit(":", 1)[1] for c in credits) == ["1", "2", "3"]

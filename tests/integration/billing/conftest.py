@@ -1,0 +1,24 @@
+"""Billing's service layer on real PostgreSQL and Kafka, against the real connects service (a process)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.billing.adapters.migrations import MIGRATIONS
+from services.kit.db import make_engine, migrate
+from tests.e2e.conftest import launch, secret_file  # noqa: F401 - fixtures used here
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def billing_engine(create_database):
+    engine = make_engine(create_database("billing"), pool_size=20)
+    migrate(engine, "billing", MIGRATIONS)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def connects_process(launch):  # noqa: F811 - the e2e fixture imported above
+    return launch("connects")
