@@ -323,21 +323,18 @@ class ProviderEventRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, event: ProviderEvent, now: datetime) -> bool:
-        """Record a webhook event once; False if it was delivered before."""
+    def record(self, event: ProviderEvent, outcome: str, now: datetime) -> None:
+        """Store a webhook event with what was done with it (the first final outcome stays)."""
         stmt = _insert(self.conn, provider_events).values(
             event_id=event.event_id, type=event.type, object_id=event.object_id,
-            payload=json.dumps(dict(event.data)), outcome="RECEIVED", created_at=event.created_at,
-            received_at=now).on_conflict_do_nothing()
-        return _inserted(self.conn, stmt)
+            payload=json.dumps(dict(event.data)), outcome=outcome, created_at=event.created_at, received_at=now)
+        final = provider_events.c.outcome.in_(["APPLIED", "IGNORED", "UNMATCHED"])
+        self.conn.execute(stmt.on_conflict_do_update(index_elements=["event_id"], set_={"outcome": outcome},
+                                                     where=~final))
 
-    def set_outcome(self, event_id: str, outcome: str) -> None:
-        self.conn.execute(provider_events.update().where(provider_events.c.event_id == event_id)
-                          .values(outcome=outcome))
-
-    def outcome(self, event_id: str) -> str:
-        return str(self.conn.execute(sa.select(provider_events.c.outcome)
-                                     .where(provider_events.c.event_id == event_id)).scalar_one())
+    def outcome(self, event_id: str) -> str | None:
+        return self.conn.execute(sa.select(provider_events.c.outcome)
+                                 .where(provider_events.c.event_id == event_id)).scalar_one_or_none()
 
     def outcomes(self, object_id: str) -> list[tuple[str, str]]:
         rows = self.conn.execute(sa.select(provider_events.c.type, provider_events.c.outcome)

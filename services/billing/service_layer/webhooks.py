@@ -26,23 +26,25 @@ _INTENT_STATUS = {EventType.SUCCEEDED: IntentStatus.SUCCEEDED, EventType.FAILED:
 
 
 def handle_provider_event(ctx: Context, event: ProviderEvent) -> str:
-    """Record and apply one webhook event; returns its outcome (DUPLICATE, APPLIED, IGNORED, UNMATCHED)."""
+    """Record and apply one webhook event; returns its outcome (DUPLICATE, APPLIED, IGNORED, UNMATCHED).
+
+    The event row is written with its outcome once it has been applied (an event that failed midway is applied
+    again when the provider redelivers it; every application is idempotent)."""
     with ctx.uow() as uow:
-        if not uow.provider_events.add(event, ctx.clock()) and uow.provider_events.outcome(event.event_id) in FINAL:
-            ctx.metrics.webhook_event(event.type, "duplicate")
-            return "DUPLICATE"
-        uow.commit()
+        seen = uow.provider_events.outcome(event.event_id)
+    if seen in FINAL:
+        ctx.metrics.webhook_event(event.type, "duplicate")
+        return "DUPLICATE"
     try:
         outcome = _apply(ctx, event)
     except Exception:
         # Not applied: the receiver answers an error and the provider delivers the event again.
-        with ctx.uow() as uow:
-            uow.provider_events.set_outcome(event.event_id, "RETRY")
-            uow.commit()
+        outcome = "RETRY"
         raise
-    with ctx.uow() as uow:
-        uow.provider_events.set_outcome(event.event_id, outcome)
-        uow.commit()
+    finally:
+        with ctx.uow() as uow:
+            uow.provider_events.record(event, outcome, ctx.clock())
+            uow.commit()
     ctx.metrics.webhook_event(event.type, outcome.lower())
     return outcome
 
