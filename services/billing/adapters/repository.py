@@ -100,6 +100,15 @@ class PurchaseRepository:
             values["lease_until"] = None
         self.conn.execute(purchases.update().where(purchases.c.purchase_id == p.purchase_id).values(values))
 
+    def save_if_pending(self, p: Purchase, now: datetime) -> bool:
+        """Save `p` only if the stored row is still PENDING; True if it was."""
+        values = _purchase_row(p, now)
+        if p.terminal:
+            values["lease_until"] = None
+        stmt = (purchases.update().where(purchases.c.purchase_id == p.purchase_id, purchases.c.state == "PENDING")
+                .values(values).returning(purchases.c.purchase_id))
+        return self.conn.execute(stmt).first() is not None
+
     def page(self, account_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Purchase]:
         q = sa.select(purchases).where(purchases.c.account_id == account_id)
         if after is not None:

@@ -41,15 +41,15 @@ def purchase_connects(ctx: Context, cmd: commands.PurchaseConnects) -> Purchase:
     Everything that can be refused is checked before anything is stored or charged."""
     item = catalog.price(bundle_id=cmd.bundle_id, quantity=cmd.quantity, agency=cmd.agency, currency=cmd.currency)
     now = ctx.clock()
+    fresh = Purchase.new(request_id=cmd.request_id, fingerprint=cmd.fingerprint(), account_id=cmd.account_id,
+                         item=item, payment_method=cmd.payment_method, now=now)
+    purchase: Purchase | None = None
     with ctx.uow() as uow:
-        purchase = uow.purchases.by_request(cmd.request_id)
-        if purchase is None:
-            fresh = Purchase.new(request_id=cmd.request_id, fingerprint=cmd.fingerprint(), account_id=cmd.account_id,
-                                 item=item, payment_method=cmd.payment_method, now=now)
-            if uow.purchases.add(fresh, resume_at=now + ctx.retry.resume_after):
-                uow.commit()
-                purchase = fresh
-    if purchase is None:  # a concurrent request with the same request_id won the insert
+        # The insert is the idempotency check (the unique request_id); a retry finds the first purchase.
+        if uow.purchases.add(fresh, resume_at=now + ctx.retry.resume_after):
+            uow.commit()
+            purchase = fresh
+    if purchase is None:
         with ctx.uow() as uow:
             purchase = uow.purchases.by_request(cmd.request_id)
     assert purchase is not None
@@ -151,7 +151,20 @@ def credit(ctx: Context, captured: Purchase) -> Purchase:
         ctx.provider.refund(idempotency_key=f"{payment_key(captured.purchase_id)}:refund",
                             intent_id=captured.payment_intent_id, amount_cents=captured.amount_cents)
         return failed
-    return transition(ctx, captured.purchase_id, lambda p: capture(p).credited(move.transaction_id, ctx.clock()))
+    return _complete(ctx, captured.credited(move.transaction_id, ctx.clock()), capture)
+
+
+def _complete(ctx: Context, done: Purchase, capture: Callable[[Purchase], Purchase]) -> Purchase:
+    """Save a credited purchase as COMPLETED with one conditional UPDATE (only a PENDING row changes: a terminal
+    state is never overwritten) and queue its event; if the row was no longer PENDING, the general path decides."""
+    now = ctx.clock()
+    with ctx.uow() as uow:
+        if uow.purchases.save_if_pending(done, now):
+            uow.publish(events.BILLING_TOPIC, events.purchase_completed(done, now))
+            uow.commit()
+            ctx.metrics.purchase_finished(done.state.value.lower())
+            return done
+    return transition(ctx, done.purchase_id, lambda p: capture(p).credited(done.credit_transaction_id, now))
 
 
 def _capture_of(captured: Purchase) -> Callable[[Purchase], Purchase]:

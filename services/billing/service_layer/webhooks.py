@@ -9,7 +9,9 @@ after COMPLETED or FAILED) is recorded with outcome IGNORED and not applied.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 from services.billing.domain import commands, errors
 from services.billing.domain.purchase import Purchase
@@ -30,11 +32,22 @@ def handle_provider_event(ctx: Context, event: ProviderEvent) -> str:
 
     The event row is written with its outcome once it has been applied (an event that failed midway is applied
     again when the provider redelivers it; every application is idempotent)."""
+    status = _status_of(event)
+    purchase_id = event.data.get("purchase_id", "")
     with ctx.uow() as uow:
         seen = uow.provider_events.outcome(event.event_id)
-    if seen in FINAL:
-        ctx.metrics.webhook_event(event.type, "duplicate")
-        return "DUPLICATE"
+        if seen in FINAL:
+            ctx.metrics.webhook_event(event.type, "duplicate")
+            return "DUPLICATE"
+        # The common case, an event about a purchase already past it (e.g. `succeeded` after the synchronous
+        # capture completed it), is recorded in the same transaction that found it changes nothing.
+        if status is not None and purchase_id:
+            purchase = uow.purchases.get(purchase_id)
+            if purchase is not None and _purchase_change(event, status, ctx.clock())(purchase) == purchase:
+                uow.provider_events.record(event, "IGNORED", ctx.clock())
+                uow.commit()
+                ctx.metrics.webhook_event(event.type, "ignored")
+                return "IGNORED"
     try:
         outcome = _apply(ctx, event)
     except Exception:
@@ -53,7 +66,7 @@ def _apply(ctx: Context, event: ProviderEvent) -> str:
     data = event.data
     if event.type == EventType.DISPUTE_CREATED:
         return _dispute(ctx, event)
-    status = _INTENT_STATUS.get(EventType(event.type)) if event.type in set(EventType) else None
+    status = _status_of(event)
     if status is None:
         return "IGNORED"  # refunds: billing made them and already recorded why
     if data.get("purchase_id"):
@@ -63,8 +76,12 @@ def _apply(ctx: Context, event: ProviderEvent) -> str:
     return "UNMATCHED"
 
 
-def _purchase_event(ctx: Context, purchase_id: str, event: ProviderEvent, status: IntentStatus) -> str:
-    now = ctx.clock()
+def _status_of(event: ProviderEvent) -> IntentStatus | None:
+    return _INTENT_STATUS.get(EventType(event.type)) if event.type in set(EventType) else None
+
+
+def _purchase_change(event: ProviderEvent, status: IntentStatus, now: datetime) -> Callable[[Purchase], Purchase]:
+    """What a payment intent event does to its purchase (the state machine ignores what comes too late)."""
     intent_id = event.object_id
     charge_id = event.data.get("charge_id", "")
 
@@ -77,6 +94,11 @@ def _purchase_event(ctx: Context, purchase_id: str, event: ProviderEvent, status
             return p.payment_failed(intent_id, "PAYMENT_DECLINED", now)
         return p.payment_processing(intent_id, charge_id)
 
+    return change
+
+
+def _purchase_event(ctx: Context, purchase_id: str, event: ProviderEvent, status: IntentStatus) -> str:
+    change = _purchase_change(event, status, ctx.clock())
     try:
         with ctx.uow() as uow:
             before = uow.purchases.get(purchase_id)
