@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from adsmon.billing.v1 import billing_pb2 as bpb
+from adsmon.connects.v1 import connects_pb2 as cpb
+from adsmon.connects.v1 import connects_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -263,3 +265,36 @@ def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, ne
         client.close()
         second.stop()
         first.stop()
+
+
+def test_a_chargeback_claws_back_the_unspent_connects_in_the_ledger_and_books_the_spent_as_loss(stack, auth_secret):
+    client, account = stack["client"], unique("acct")
+    p = client.purchase(unique("r"), account, bundle_id="connects-60")
+    with grpc.insecure_channel(stack["connects"].target) as ch:
+        connects_pb2_grpc.ConnectsServiceStub(ch).Spend(cpb.SpendRequest(
+            request_id=unique("r"), account_id=account, amount=22, reason=cpb.SPEND_REASON_PROPOSAL,
+            reference="job:j1"), metadata=token(auth_secret), timeout=10)
+    rid = unique("r")
+    request = bpb.RecordChargebackRequest(request_id=rid, purchase_id=p.purchase_id, provider_reference="dp_1",
+                                          reason="fraudulent")
+    cb = client.stub.RecordChargeback(request, metadata=client.md, timeout=20).chargeback
+    assert (cb.connects_removed, cb.connects_already_spent, cb.loss.amount_minor) == (38, 22, 330)
+    assert client.stub.RecordChargeback(request, metadata=client.md, timeout=20).chargeback == cb
+    with pytest.raises(grpc.RpcError) as exc:
+        client.stub.RecordChargeback(bpb.RecordChargebackRequest(
+            request_id=unique("r"), purchase_id=p.purchase_id, provider_reference="dp_2"), metadata=client.md,
+            timeout=20)
+    assert reason_of(exc.value)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "CHARGEBACK_ALREADY_RECORDED")
+    assert balance(stack["connects"], auth_secret, account) == 0
+    assert client.get(p.purchase_id).state == bpb.PURCHASE_STATE_CHARGED_BACK
+
+
+def test_a_provider_dispute_webhook_records_the_chargeback(stack, auth_secret):
+    client, account = stack["client"], unique("acct")
+    p = client.purchase(unique("r"), account, bundle_id="connects-10")
+    stack["sandbox"].post("/v1/disputes", {"intent_id": _intent(stack, account)})
+    assert wait_for(lambda: client.get(p.purchase_id).state == bpb.PURCHASE_STATE_CHARGED_BACK)
+    assert balance(stack["connects"], auth_secret, account) == 0
+    rows = query(stack["billing"], "SELECT state, connects_removed FROM chargebacks WHERE purchase_id = :p",
+                 p=p.purchase_id)
+    assert [tuple(r) for r in rows] == [("RECORDED", 10)]
