@@ -112,7 +112,8 @@ class PurchaseRepository:
     def page(self, account_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Purchase]:
         q = sa.select(purchases).where(purchases.c.account_id == account_id)
         if after is not None:
-            q = q.where(sa.tuple_(purchases.c.created_at, purchases.c.purchase_id) < sa.tuple_(*after))
+            q = q.where(sa.tuple_(purchases.c.created_at, purchases.c.purchase_id)
+                        < sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
         q = q.order_by(purchases.c.created_at.desc(), purchases.c.purchase_id.desc()).limit(limit)
         return [_purchase(r) for r in self.conn.execute(q)]
 

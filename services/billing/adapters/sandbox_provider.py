@@ -116,7 +116,7 @@ class SandboxCore:
         self._seq = itertools.count()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
-        self._deliver: Callable[[ProviderEvent], None] | None = None
+        self._deliver: Callable[[ProviderEvent], object] | None = None
         self._thread: threading.Thread | None = None
         self.delivered: list[ProviderEvent] = []  # every delivery made, in order (tests read it)
 
@@ -223,7 +223,7 @@ class SandboxCore:
 
     # -- webhook delivery ------------------------------------------------------------------------
 
-    def start(self, deliver: Callable[[ProviderEvent], None]) -> None:
+    def start(self, deliver: Callable[[ProviderEvent], object]) -> None:
         with self._lock:
             self._deliver = deliver
             if self._thread is None:

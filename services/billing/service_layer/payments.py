@@ -58,7 +58,7 @@ class ProviderEvent:
     data: Mapping[str, str] = field(default_factory=dict)
 
 
-EventHandler = Callable[[ProviderEvent], None]
+EventHandler = Callable[[ProviderEvent], object]
 
 
 class PaymentProvider(abc.ABC):

@@ -252,10 +252,10 @@ def _apply(wallet: Wallet, env: Envelope, returnables: dict, now: datetime) -> R
             return Receipt(tx)
         case c.ReverseCredit():
             original = returnables[cmd.credit_transaction_id]
-            tx, not_removed = wallet.reverse_credit(original=original, now=now)
-            if tx.transaction_id:  # reversed: a second request for the same credit is ALREADY_REVERSED
+            reversal, not_removed = wallet.reverse_credit(original=original, now=now)
+            if reversal.transaction_id:  # reversed: a second request for the same credit is ALREADY_REVERSED
                 returnables[cmd.credit_transaction_id] = type(original)(original.transaction, True)
-            return Receipt(tx, already_spent=not_removed)
+            return Receipt(reversal, already_spent=not_removed)
         case c.ExpireLots():
             tx = wallet.expire_due_lots(now)
             return Receipt(tx) if tx else None
