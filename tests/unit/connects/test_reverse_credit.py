@@ -67,7 +67,7 @@ def test_a_fully_spent_purchase_answers_nothing_removed_without_a_journal_entry(
     spend(store, acct, 10)
     out = run(store, c.ReverseCredit(unique("r"), credit.transaction_id))
     assert out.error is None
-    assert (out.receipt.transaction.transaction_id, out.receipt.transaction.amount) == ("", 0)
+    assert out.receipt.transaction is None
     assert out.receipt.already_spent == 10
     kinds = [t.kind for t in store.transactions(acct, None, 50)]
     assert TransactionKind.REVERSAL not in kinds
