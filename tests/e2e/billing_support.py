@@ -136,12 +136,3 @@ def query(service: ServiceProcess, sql: str, **params: Any) -> list[Any]:
             return result.all() if result.returns_rows else []
     finally:
         engine.dispose()
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(interval)
-    return predicate()

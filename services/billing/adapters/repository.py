@@ -47,6 +47,23 @@ def _inserted(conn: Connection, stmt: Any) -> bool:
     return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
+def _claim(conn: Connection, table: sa.Table, key: sa.Column[Any], now: datetime, lease: timedelta,
+           limit: int) -> list[Any]:
+    """Lease the PENDING rows of `table` that are due (next_attempt_at passed, no live lease) to this caller
+    until now + lease. On PostgreSQL the candidates are locked SKIP LOCKED, so two replicas never claim one row."""
+    c = table.c
+    due = sa.select(key).where(
+        c.state == "PENDING", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+        sa.or_(c.lease_until.is_(None), c.lease_until <= now)).order_by(c.next_attempt_at).limit(limit)
+    if is_postgres(conn):
+        due = due.with_for_update(skip_locked=True)
+    ids = list(conn.execute(due).scalars())
+    if not ids:
+        return []
+    conn.execute(table.update().where(key.in_(ids)).values(lease_until=now + lease))
+    return list(conn.execute(sa.select(table).where(key.in_(ids))))
+
+
 def _purchase(r: Any) -> Purchase:
     return Purchase(
         purchase_id=r.purchase_id, request_id=r.request_id, fingerprint=r.fingerprint, account_id=r.account_id,
@@ -119,17 +136,7 @@ class PurchaseRepository:
 
     def claim_pending(self, now: datetime, lease: timedelta, limit: int) -> list[Purchase]:
         """PENDING purchases due for another attempt, leased to this caller until now + lease."""
-        c = purchases.c
-        due = sa.select(c.purchase_id).where(
-            c.state == "PENDING", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-            sa.or_(c.lease_until.is_(None), c.lease_until <= now)).order_by(c.next_attempt_at).limit(limit)
-        if is_postgres(self.conn):
-            due = due.with_for_update(skip_locked=True)
-        ids = list(self.conn.execute(due).scalars())
-        if not ids:
-            return []
-        self.conn.execute(purchases.update().where(c.purchase_id.in_(ids)).values(lease_until=now + lease))
-        return [_purchase(r) for r in self.conn.execute(sa.select(purchases).where(c.purchase_id.in_(ids)))]
+        return [_purchase(r) for r in _claim(self.conn, purchases, purchases.c.purchase_id, now, lease, limit)]
 
     def retry_later(self, purchase_id: str, at: datetime) -> None:
         self.conn.execute(purchases.update().where(purchases.c.purchase_id == purchase_id)
@@ -181,17 +188,8 @@ class ChargebackRepository:
             recorded_at=cb.recorded_at, lease_until=None))
 
     def claim_pending(self, now: datetime, lease: timedelta, limit: int) -> list[Chargeback]:
-        c = chargebacks.c
-        due = sa.select(c.chargeback_id).where(
-            c.state == "PENDING", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-            sa.or_(c.lease_until.is_(None), c.lease_until <= now)).limit(limit)
-        if is_postgres(self.conn):
-            due = due.with_for_update(skip_locked=True)
-        ids = list(self.conn.execute(due).scalars())
-        if not ids:
-            return []
-        self.conn.execute(chargebacks.update().where(c.chargeback_id.in_(ids)).values(lease_until=now + lease))
-        return [_chargeback(r) for r in self.conn.execute(sa.select(chargebacks).where(c.chargeback_id.in_(ids)))]
+        return [_chargeback(r) for r in _claim(self.conn, chargebacks, chargebacks.c.chargeback_id, now, lease,
+                                               limit)]
 
     def retry_later(self, chargeback_id: str, at: datetime) -> None:
         self.conn.execute(chargebacks.update().where(chargebacks.c.chargeback_id == chargeback_id)
@@ -284,17 +282,8 @@ class CycleRepository:
         return [_cycle(r) for r in self.conn.execute(q)]
 
     def claim_pending(self, now: datetime, lease: timedelta, limit: int) -> list[CycleGrant]:
-        c = membership_cycles.c
-        due = sa.select(c.grant_id).where(
-            c.state == "PENDING", sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-            sa.or_(c.lease_until.is_(None), c.lease_until <= now)).order_by(c.next_attempt_at).limit(limit)
-        if is_postgres(self.conn):
-            due = due.with_for_update(skip_locked=True)
-        ids = list(self.conn.execute(due).scalars())
-        if not ids:
-            return []
-        self.conn.execute(membership_cycles.update().where(c.grant_id.in_(ids)).values(lease_until=now + lease))
-        return [_cycle(r) for r in self.conn.execute(sa.select(membership_cycles).where(c.grant_id.in_(ids)))]
+        return [_cycle(r) for r in _claim(self.conn, membership_cycles, membership_cycles.c.grant_id, now, lease,
+                                          limit)]
 
     def retry_later(self, g: CycleGrant, at: datetime) -> None:
         self.conn.execute(membership_cycles.update().where(_cycle_key(g)).values(next_attempt_at=at,
