@@ -40,6 +40,18 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
     return (postgresql.insert(table) if is_postgres(conn) else sqlite.insert(table))
 
 
+_PREBUILT: dict[tuple[str, str], Any] = {}
+
+
+def _prebuilt(conn: Connection, name: str, build: Any) -> Any:
+    """A hot-path statement built once per dialect and executed with parameters (no per-call construction)."""
+    key = (conn.dialect.name, name)
+    stmt = _PREBUILT.get(key)
+    if stmt is None:
+        stmt = _PREBUILT[key] = build()
+    return stmt
+
+
 def _inserted(conn: Connection, stmt: Any) -> bool:
     """Run an INSERT .. ON CONFLICT DO NOTHING; True if it wrote its row (RETURNING: psycopg reports
     rowcount -1 for Core INSERTs)."""
@@ -96,7 +108,15 @@ class PurchaseRepository:
         return _purchase(row) if row else None
 
     def get(self, purchase_id: str, *, lock: bool = False) -> Purchase | None:
-        return self._one(purchases.c.purchase_id == purchase_id, lock)
+        lock = lock and is_postgres(self.conn)
+
+        def build() -> Any:
+            q = sa.select(purchases).where(purchases.c.purchase_id == sa.bindparam("b_purchase_id"))
+            return q.with_for_update() if lock else q
+
+        stmt = _prebuilt(self.conn, f"purchase-get-{lock}", build)
+        row = self.conn.execute(stmt, {"b_purchase_id": purchase_id}).first()
+        return _purchase(row) if row else None
 
     def by_request(self, request_id: str) -> Purchase | None:
         return self._one(purchases.c.request_id == request_id, False)
@@ -108,8 +128,9 @@ class PurchaseRepository:
                "amount_cents": p.amount_cents, "currency": p.currency, "payment_method": p.payment_method,
                "credit_request_id": purchase_credit_request_id(p.purchase_id), "created_at": p.created_at,
                "next_attempt_at": resume_at, "attempts": 0, **_purchase_row(p, p.created_at)}
-        stmt = _insert(self.conn, purchases).values(row).on_conflict_do_nothing(index_elements=["request_id"])
-        return _inserted(self.conn, stmt)
+        stmt = _prebuilt(self.conn, "purchase-add", lambda: _insert(self.conn, purchases)
+                         .on_conflict_do_nothing(index_elements=["request_id"]).returning(purchases.c.purchase_id))
+        return self.conn.execute(stmt, row).first() is not None
 
     def save(self, p: Purchase, now: datetime) -> None:
         values = _purchase_row(p, now)
@@ -119,12 +140,11 @@ class PurchaseRepository:
 
     def save_if_pending(self, p: Purchase, now: datetime) -> bool:
         """Save `p` only if the stored row is still PENDING; True if it was."""
-        values = _purchase_row(p, now)
-        if p.terminal:
-            values["lease_until"] = None
-        stmt = (purchases.update().where(purchases.c.purchase_id == p.purchase_id, purchases.c.state == "PENDING")
-                .values(values).returning(purchases.c.purchase_id))
-        return self.conn.execute(stmt).first() is not None
+        values = {**_purchase_row(p, now), "lease_until": None, "b_purchase_id": p.purchase_id}
+        stmt = _prebuilt(self.conn, "purchase-save-if-pending", lambda: purchases.update().where(
+            purchases.c.purchase_id == sa.bindparam("b_purchase_id"), purchases.c.state == "PENDING")
+            .returning(purchases.c.purchase_id))
+        return self.conn.execute(stmt, values).first() is not None
 
     def page(self, account_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Purchase]:
         q = sa.select(purchases).where(purchases.c.account_id == account_id)
@@ -324,16 +344,21 @@ class ProviderEventRepository:
 
     def record(self, event: ProviderEvent, outcome: str, now: datetime) -> None:
         """Store a webhook event with what was done with it (the first final outcome stays)."""
-        stmt = _insert(self.conn, provider_events).values(
-            event_id=event.event_id, type=event.type, object_id=event.object_id,
-            payload=json.dumps(dict(event.data)), outcome=outcome, created_at=event.created_at, received_at=now)
-        final = provider_events.c.outcome.in_(["APPLIED", "IGNORED", "UNMATCHED"])
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=["event_id"], set_={"outcome": outcome},
-                                                     where=~final))
+        def build() -> Any:
+            stmt = _insert(self.conn, provider_events)
+            final = provider_events.c.outcome.in_(["APPLIED", "IGNORED", "UNMATCHED"])
+            return stmt.on_conflict_do_update(index_elements=["event_id"], set_={"outcome": stmt.excluded.outcome},
+                                              where=~final)
+
+        self.conn.execute(_prebuilt(self.conn, "provider-event-record", build), {
+            "event_id": event.event_id, "type": event.type, "object_id": event.object_id,
+            "payload": json.dumps(dict(event.data)), "outcome": outcome, "created_at": event.created_at,
+            "received_at": now})
 
     def outcome(self, event_id: str) -> str | None:
-        return self.conn.execute(sa.select(provider_events.c.outcome)
-                                 .where(provider_events.c.event_id == event_id)).scalar_one_or_none()
+        stmt = _prebuilt(self.conn, "provider-event-outcome", lambda: sa.select(provider_events.c.outcome)
+                         .where(provider_events.c.event_id == sa.bindparam("b_event_id")))
+        return self.conn.execute(stmt, {"b_event_id": event_id}).scalar_one_or_none()
 
     def outcomes(self, object_id: str) -> list[tuple[str, str]]:
         rows = self.conn.execute(sa.select(provider_events.c.type, provider_events.c.outcome)
