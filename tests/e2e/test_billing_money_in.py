@@ -32,9 +32,9 @@ from tests.e2e.billing_support import (
     purchase_credits,
     query,
     token,
-    wait_for,
 )
 from tests.e2e.conftest import free_port
+from tests.e2e.test_walking_skeleton import wait_for
 
 pytestmark = pytest.mark.e2e
 
