@@ -67,6 +67,8 @@ def stack(launch, sandbox, auth_secret):
     client = BillingClient(billing.target, auth_secret)
     yield {"connects": connects, "billing": billing, "client": client, "sandbox": sandbox}
     client.close()
+    billing.stop()  # not left polling beside the later modules' processes
+    connects.stop()
 
 
 def reason_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
@@ -183,6 +185,7 @@ def test_connects_down_midway_leaves_purchases_pending_then_credits_each_once(la
     finally:
         client.close()
         billing.stop()
+        connects.stop()
 
 
 def test_billing_killed_midway_resumes_on_restart_and_credits_each_purchase_once(launch, new_sandbox, auth_secret):
@@ -230,6 +233,7 @@ def test_billing_killed_midway_resumes_on_restart_and_credits_each_purchase_once
     finally:
         client.close()
         billing.stop()
+        connects.stop()
 
 
 def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, new_sandbox, auth_secret):
@@ -265,6 +269,7 @@ def test_two_renewal_schedulers_on_one_database_grant_each_cycle_once(launch, ne
         client.close()
         second.stop()
         first.stop()
+        connects.stop()
 
 
 def test_a_chargeback_claws_back_the_unspent_connects_in_the_ledger_and_books_the_spent_as_loss(stack, auth_secret):

@@ -21,4 +21,6 @@ def billing_engine(create_database):
 
 @pytest.fixture(scope="module")
 def connects_process(launch):  # noqa: F811 - the e2e fixture imported above
-    return launch("connects")
+    process = launch("connects")
+    yield process
+    process.stop()
