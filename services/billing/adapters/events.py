@@ -10,10 +10,11 @@ from adsmon.events.v1.event_pb2 import Event
 from adsmon.type.v1 import money_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.domain.chargeback import Chargeback
 from services.billing.domain.membership import CycleGrant, Membership, MembershipState, Plan
 from services.billing.domain.purchase import Purchase, PurchaseState
-from services.kit.kafka import BILLING_TOPIC, make_event
+from services.kit.kafka import make_event
 
 __all__ = ["BILLING_TOPIC"]
 

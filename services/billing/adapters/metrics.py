@@ -6,10 +6,11 @@ from prometheus_client import Counter, Histogram
 
 purchases_total = Counter("billing_purchases_total", "Purchases that reached a final state, by outcome "
                           "(completed, failed).", ["outcome"])
-payment_latency = Histogram("billing_payment_latency_seconds",
+payment_latency = Histogram("billing_payment_seconds",
                             "Time of one payment provider call, by its outcome (succeeded, processing, "
                             "declined, unavailable).", ["outcome"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+purchased_connects_total = Counter("billing_purchased_connects_total", "Connects credited for completed purchases.")
 renewals_total = Counter("billing_renewals_total", "Membership cycle steps by outcome (renewed, basic_granted, "
                          "payment_retry, lapsed, start_declined, error).", ["outcome"])
 chargebacks_total = Counter("billing_chargebacks_total", "Chargebacks recorded (clawback confirmed by the ledger).")
@@ -25,8 +26,10 @@ webhook_events_total = Counter("billing_provider_webhook_events_total",
 class PrometheusMetrics:
     """Implements service_layer.context.Metrics."""
 
-    def purchase_finished(self, outcome: str) -> None:
+    def purchase_finished(self, outcome: str, connects: int) -> None:
         purchases_total.labels(outcome).inc()
+        if outcome == "completed":
+            purchased_connects_total.inc(connects)
 
     def payment_call(self, outcome: str, seconds: float) -> None:
         payment_latency.labels(outcome).observe(seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 class BundleNotFound(NotFound):
@@ -70,11 +70,3 @@ class MembershipNotFound(NotFound):
     def __init__(self, account_id: str) -> None:
         super().__init__("MEMBERSHIP_NOT_FOUND", "the account has no paid membership", account_id=account_id)
 
-
-class NotBuilt(DomainError):
-    """An RPC of the contract this deployment does not serve yet."""
-
-    code = "UNIMPLEMENTED"
-
-    def __init__(self, method: str) -> None:
-        super().__init__("NOT_IMPLEMENTED", f"{method} is not served by this billing build", method=method)

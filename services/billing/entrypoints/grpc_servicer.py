@@ -20,10 +20,10 @@ from adsmon.billing.v1 import billing_pb2_grpc
 from adsmon.type.v1 import money_pb2
 
 from services.billing.adapters.events import FROM_PLAN, chargeback_pb, membership_pb, purchase_pb
-from services.billing.domain import catalog, commands, errors
+from services.billing.domain import catalog, commands
 from services.billing.service_layer import chargebacks, memberships, purchases
 from services.billing.service_layer.context import Context
-from services.kit.errors import InvalidArgument, require
+from services.kit.errors import InvalidArgument, Unimplemented, require
 
 T = TypeVar("T")
 RunBlocking = Callable[..., Awaitable[Any]]
@@ -142,16 +142,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def GetRevenueReport(self, request: pb.GetRevenueReportRequest, context: grpc.aio.ServicerContext
                                ) -> pb.GetRevenueReportResponse:
         if self.books is None:
-            raise errors.NotBuilt("GetRevenueReport")
+            raise Unimplemented("UNIMPLEMENTED", "GetRevenueReport is not implemented", method="GetRevenueReport")
         return await self.books.GetRevenueReport(request, context)
 
     async def GetStatement(self, request: pb.GetStatementRequest, context: grpc.aio.ServicerContext
                            ) -> pb.GetStatementResponse:
         if self.books is None:
-            raise errors.NotBuilt("GetStatement")
+            raise Unimplemented("UNIMPLEMENTED", "GetStatement is not implemented", method="GetStatement")
         return await self.books.GetStatement(request, context)
 
     async def Reconcile(self, request: pb.ReconcileRequest, context: grpc.aio.ServicerContext) -> pb.ReconcileResponse:
         if self.books is None:
-            raise errors.NotBuilt("Reconcile")
+            raise Unimplemented("UNIMPLEMENTED", "Reconcile is not implemented", method="Reconcile")
         return await self.books.Reconcile(request, context)

@@ -15,7 +15,7 @@ from services.connects.client import AbstractConnectsClient
 class Metrics(Protocol):
     """What billing's money-in reports (prometheus_client in adapters.metrics)."""
 
-    def purchase_finished(self, outcome: str) -> None: ...
+    def purchase_finished(self, outcome: str, connects: int) -> None: ...
 
     def payment_call(self, outcome: str, seconds: float) -> None: ...
 
@@ -27,7 +27,7 @@ class Metrics(Protocol):
 
 
 class NullMetrics:
-    def purchase_finished(self, outcome: str) -> None:
+    def purchase_finished(self, outcome: str, connects: int) -> None:
         pass
 
     def payment_call(self, outcome: str, seconds: float) -> None:

@@ -162,7 +162,7 @@ def _complete(ctx: Context, done: Purchase, capture: Callable[[Purchase], Purcha
         if uow.purchases.save_if_pending(done, now):
             uow.publish(events.BILLING_TOPIC, events.purchase_completed(done, now))
             uow.commit()
-            ctx.metrics.purchase_finished(done.state.value.lower())
+            ctx.metrics.purchase_finished(done.state.value.lower(), done.connects)
             return done
     return transition(ctx, done.purchase_id, lambda p: capture(p).credited(done.credit_transaction_id, now))
 
@@ -190,7 +190,7 @@ def transition(ctx: Context, purchase_id: str, change: Callable[[Purchase], Purc
             uow.publish(events.BILLING_TOPIC, events.purchase_failed(after, now))
         uow.commit()
     if finished:
-        ctx.metrics.purchase_finished(after.state.value.lower())
+        ctx.metrics.purchase_finished(after.state.value.lower(), after.connects)
     return after
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.billing.adapters.migrations import MIGRATIONS
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
+from services.kit.migrations import upgrade
 from tests.e2e.conftest import launch, secret_file  # noqa: F401 - fixtures used here
 
 pytestmark = pytest.mark.integration
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def billing_engine(create_database):
     engine = make_engine(create_database("billing"), pool_size=20)
-    migrate(engine, "billing", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 

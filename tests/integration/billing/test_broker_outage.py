@@ -14,15 +14,17 @@ from adsmon.billing.v1 import events_pb2
 from kafka import KafkaConsumer
 from kafka.errors import KafkaTimeoutError
 
+from services.billing.adapters import topics
 from services.billing.adapters.repository import BillingUnitOfWork
 from services.billing.adapters.sandbox_provider import SandboxCore, SandboxPaymentProvider
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.domain import commands
 from services.billing.domain.purchase import PurchaseState
 from services.billing.service_layer import purchases
 from services.billing.service_layer.context import Context
 from services.connects.client import GrpcConnectsClient
 from services.kit import outbox
-from services.kit.kafka import BILLING_TOPIC, decode_event, decode_payload, make_producer
+from services.kit.kafka import decode_event, decode_payload, ensure_topics, make_producer, service_topics
 from tests.conftest import unique
 from tests.e2e.billing_support import purchase_credits
 
@@ -83,13 +85,15 @@ def completed_events(kafka_bootstrap: str, account: str) -> dict[str, set[str]]:
 
 def test_purchases_during_a_broker_outage_credit_once_and_publish_once_after(
         billing_engine, connects_process, auth_secret, kafka_bootstrap):
+    prefix = os.environ.get("ADSMON_KAFKA_TOPIC_PREFIX", "")
+    ensure_topics(kafka_bootstrap, {prefix + t: n for t, n in service_topics(topics.PRODUCES, ()).items()})
     broker = FlakyBroker(kafka_bootstrap)
     relay = outbox.OutboxRelay(billing_engine, kafka_bootstrap, service="billing", producer_factory=broker.factory,
                                backoff_initial=0.1, backoff_max=0.5, poll_interval=0.1,
                                topic_prefix=os.environ.get("ADSMON_KAFKA_TOPIC_PREFIX", ""))
     ledger = GrpcConnectsClient(connects_process.target, secret=auth_secret, caller="billing")
     provider = SandboxPaymentProvider(SandboxCore(webhook_delay=(0.0, 0.0)))
-    ctx = Context(uow=lambda: BillingUnitOfWork(billing_engine, after_commit=relay.notify), provider=provider,
+    ctx = Context(uow=lambda: BillingUnitOfWork(billing_engine, after_commit=relay.wake), provider=provider,
                   ledger=ledger, clock=lambda: datetime.now(UTC))
     account = unique("acct")
     relay.start()

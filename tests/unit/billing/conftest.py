@@ -10,14 +10,15 @@ from services.billing.adapters.migrations import MIGRATIONS
 from services.billing.adapters.repository import BillingUnitOfWork
 from services.billing.adapters.sandbox_provider import SandboxCore, SandboxPaymentProvider
 from services.billing.service_layer.context import Context
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
+from services.kit.migrations import upgrade
 from tests.unit.billing.fakes import FakeClock, FakeLedger
 
 
 @pytest.fixture
 def engine(tmp_path):
     eng = make_engine(f"sqlite:///{tmp_path}/billing.db", pool_size=5)
-    migrate(eng, "billing", MIGRATIONS)
+    upgrade(eng, MIGRATIONS)
     yield eng
     eng.dispose()
 
