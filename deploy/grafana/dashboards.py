@@ -95,19 +95,15 @@ EVENTS = Row("Events: Kafka consumers, outboxes, dead letters", (
           unit="ops", may_be_empty="nothing was written in the window"),
 ))
 
-# Until the kit refactor moves connects' relay, consumer and sweeper onto kit.worker.Worker (ads' and billing's
-# schedulers are built on it), no running loop exports worker_* series.
-WORKERS_PENDING = "no running loop is a kit.worker.Worker yet (the kit refactor moves them onto it)"
-
 WORKERS = Row("Background workers and scrape targets", (
     Panel("Seconds since each worker's last success",
           (Query(f"time() - max by (service, worker) (worker_last_success_timestamp_seconds{{{J}}} > 0)",
-                 "{{service}} {{worker}}"),), unit="s", may_be_empty=WORKERS_PENDING,
+                 "{{service}} {{worker}}"),), unit="s",
           description="Relays, consumers and schedulers (kit.worker). A line that climbs: that worker stopped "
                       "succeeding (AdsmonWorkerNotSucceeding)."),
     Panel("Worker runs per second by outcome",
           (Query(_rate("worker_runs_total", J, "service, worker, outcome"), "{{service}} {{worker}} {{outcome}}"),),
-          unit="ops", may_be_empty=WORKERS_PENDING),
+          unit="ops"),
     Panel("Scrape targets up", (Query(f"up{{{J}}}", "{{job}} {{instance}}"),), width=24),
 ))
 

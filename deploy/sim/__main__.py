@@ -23,7 +23,8 @@ from google.protobuf import message as pb_message
 
 from deploy.sim.core import ERROR, Flow, Sim, run
 from deploy.sim.flows import all_flows
-from services.kit.kafka import MARKETPLACE_JOBS_TOPIC, encode_event, make_event, make_producer
+from services.connects.adapters.topics import MARKETPLACE_JOBS
+from services.kit.kafka import encode_event, make_event, make_producer
 
 PORTS = {"connects": 50051, "ads": 50052, "billing": 50053}
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     secret = Path(secret_file).read_bytes().strip()
     channels = {svc: grpc.insecure_channel(f"127.0.0.1:{os.environ.get(f'ADSMON_{svc.upper()}_GRPC_PORT', port)}")
                 for svc, port in PORTS.items()}
-    topic = os.environ.get("ADSMON_KAFKA_TOPIC_PREFIX", "") + MARKETPLACE_JOBS_TOPIC
+    topic = os.environ.get("ADSMON_KAFKA_TOPIC_PREFIX", "") + MARKETPLACE_JOBS
     producer = make_producer(os.environ.get("ADSMON_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), client_id="adsmon-sim")
 
     def publish(key: str, payload: pb_message.Message) -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from deploy.grafana import snapshot
-from deploy.grafana.dashboards import CONNECTS, OVERVIEW, WORKERS_PENDING
+from deploy.grafana.dashboards import CONNECTS, OVERVIEW
 from deploy.grafana.planned import PENDING, planned_series
 from deploy.run_suite import scrape_config
 from tests.conftest import ROOT
@@ -33,7 +33,6 @@ SIM_SECONDS = 25
 # Series an alert reads that a healthy connects-only run does not have, and why.
 ABSENT_WHEN_HEALTHY = {
     "consumer_dlq_total": "created by the first dead letter",
-    "worker_last_success_timestamp_seconds": WORKERS_PENDING,
 }
 
 
@@ -131,10 +130,3 @@ def test_the_snapshot_of_the_run_draws_no_empty_panel_but_documented_ones(live, 
     empty = [(uid, title) for uid, panels in summary.items() for title, n in panels.items() if n == 0]
     assert [e for e in empty if e[1] not in documented] == []
     assert sum(len(p) for p in summary.values()) == len(OVERVIEW.panels()) + len(CONNECTS.panels())
-
-
-def test_the_note_that_no_loop_exports_worker_series_yet_is_still_true(live):
-    """Fails once the kit's loops export worker_* (the kit refactor): then drop WORKERS_PENDING from
-    deploy/grafana/dashboards.py and worker_last_success_timestamp_seconds from ABSENT_WHEN_HEALTHY."""
-    port, _ = live
-    assert api(port, "query", query="count(worker_up)") == [], "worker_* series exist now: drop the notes"
