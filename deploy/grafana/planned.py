@@ -20,6 +20,12 @@ from deploy.grafana.spec import Dashboard, Panel, Query, Row
 
 # Services (or parts: "ads-promoted" is ads' promoted profiles) whose metrics below are not exported yet.
 PENDING = frozenset({"ads-promoted", "billing"})
+# Planned metrics of a pending service that one half of it already exports (billing's money in, issue 8):
+# checked against the code's names, types and labels; the service stays pending for the rest.
+SHIPPED: dict[str, frozenset[str]] = {
+    "billing": frozenset({"billing_purchases_total", "billing_payment_seconds", "billing_purchased_connects_total",
+                          "billing_renewals_total", "billing_chargebacks_total"}),
+}
 
 # name -> (type, labels, meaning). The alerts in deploy/prometheus/alerts.yml use some of them too.
 ADS_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -71,6 +77,13 @@ BILLING_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 PLANNED_METRICS = {"ads": ADS_METRICS, "ads-promoted": PROMOTED_METRICS, "billing": BILLING_METRICS}
+
+
+def shipped_series(service: str) -> dict[str, set[str]]:
+    """The series of `service`'s SHIPPED metrics (as planned_series)."""
+    names = SHIPPED.get(service, frozenset())
+    return {k: v for k, v in planned_series(service).items()
+            if k in names or k.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") in names}
 
 
 def planned_series(service: str) -> dict[str, set[str]]:
