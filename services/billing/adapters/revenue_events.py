@@ -25,10 +25,13 @@ _REVERSE_CREDIT_NAMES = ("TRANSACTION_KIND_REVERSAL", "TRANSACTION_KIND_REVERSE_
 
 
 def _name(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
+    """The value's name without prefix; "" when unset."""
+    if not value:
+        return ""
     try:
         return enum.Name(value).removeprefix(prefix)
     except ValueError:
-        return f"UNKNOWN_{value}" if value else ""
+        return f"UNKNOWN_{value}"
 
 
 def kind_name(kind: int) -> str:
