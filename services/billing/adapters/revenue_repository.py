@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from services.billing.adapters.revenue_tables import (
@@ -46,6 +46,15 @@ class BooksRepository:
         self.conn = conn
         self.pg = is_postgres(conn)
 
+    def _among(self, column: sa.ColumnElement[str], values: Iterable[str]) -> list[sa.ColumnElement[bool]]:
+        """`column` is one of `values`: one array parameter on PostgreSQL (`= ANY`), IN-lists elsewhere."""
+        ids = sorted(set(values))
+        if not ids:
+            return []
+        if self.pg:
+            return [column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.String)))]
+        return [column.in_(chunk) for chunk in _chunks(ids)]
+
     # -- writing ---------------------------------------------------------------------------
 
     def _insert_returning(self, table: sa.Table, rows: list[dict[str, Any]], key: str) -> set[Any]:
@@ -76,48 +85,39 @@ class BooksRepository:
         return self._insert_returning(PROCESSED, [{**r, "consumer_group": group, "processed_at": now}
                                                   for r in rows], "event_id")
 
-    def add_transactions(self, txs: list[tuple[LedgerTx, int]]) -> None:
-        """Billing's copy of each transaction (with its cash); the primary key refuses a second copy."""
+    def add_transactions(self, txs: list[tuple[LedgerTx, int]]) -> set[str]:
+        """Billing's copy of each transaction (with its cash); returns the ids it did not hold yet (the primary
+        key skips the others: the same transaction re-sent under another event id)."""
         rows = [{"transaction_id": tx.transaction_id, "account_id": tx.account_id, "sequence": tx.sequence,
                  "kind": tx.kind, "source_or_reason": tx.source or tx.reason, "amount": tx.amount,
                  "purchased_connects": tx.purchased_connects, "cents": cents, "reference": tx.reference[:256],
                  "balance_after": tx.balance_after, "occurred_at": tx.occurred_at} for tx, cents in txs]
-        self._insert(revenue_transactions, rows)
-
-    def known_transactions(self, transaction_ids: Sequence[str]) -> set[str]:
-        """Which of these transactions the books already hold."""
-        c = revenue_transactions.c
-        found: set[str] = set()
-        for chunk in _chunks(sorted(set(transaction_ids))):
-            found.update(self.conn.execute(sa.select(c.transaction_id).where(c.transaction_id.in_(chunk))).scalars())
-        return found
+        return self._insert_returning(revenue_transactions, rows, "transaction_id")
 
     def purchase_cash(self, purchase_ids: Iterable[str]) -> dict[str, int]:
         """Cash (cents) of these purchases, from the money-in half's table (set-based, same transaction)."""
         c = purchases.c
         cash: dict[str, int] = {}
-        for chunk in _chunks(sorted(set(purchase_ids))):
+        for where in self._among(c.purchase_id, purchase_ids):
             cash.update((pid, int(v)) for pid, v in self.conn.execute(
-                sa.select(c.purchase_id, c.amount_cents).where(c.purchase_id.in_(chunk))))
+                sa.select(c.purchase_id, c.amount_cents).where(where)))
         return cash
 
     def lots(self, lot_ids: Iterable[str]) -> dict[str, RevenueLot]:
-        ids = sorted(set(lot_ids))
         found: dict[str, RevenueLot] = {}
         c = revenue_lots.c
-        for chunk in _chunks(ids):
-            for r in self.conn.execute(sa.select(revenue_lots).where(c.lot_id.in_(chunk))):
+        for where in self._among(c.lot_id, lot_ids):
+            for r in self.conn.execute(sa.select(revenue_lots).where(where)):
                 found[r.lot_id] = RevenueLot(r.lot_id, r.account_id, r.purchase_id, r.connects_total, r.cents_total,
                                              r.connects_remaining, r.cents_remaining, bool(r.returned))
         return found
 
     def recognitions(self, transaction_ids: Iterable[str]) -> dict[str, list[Entry]]:
         """The RECOGNISED entries of these transactions (what a RETURN of them gives back)."""
-        ids = sorted(set(transaction_ids))
         out: dict[str, list[Entry]] = {}
         c = revenue_entries.c
-        for chunk in _chunks(ids):
-            q = sa.select(revenue_entries).where(c.transaction_id.in_(chunk), c.kind == EntryKind.RECOGNISED.value)
+        for where in self._among(c.transaction_id, transaction_ids):
+            q = sa.select(revenue_entries).where(where, c.kind == EntryKind.RECOGNISED.value)
             for r in self.conn.execute(q):
                 out.setdefault(r.transaction_id, []).append(_entry(r))
         return out

@@ -54,10 +54,17 @@ class RevenueConsumer(IdempotentConsumer):
         self._after_commit = after_commit
         self.applied_total = 0
 
-    def setup_gauge(self) -> None:
+    def start(self) -> None:
+        self.set_deferred_gauge()
+        super().start()
+
+    def set_deferred_gauge(self) -> None:
         """Start the deferred-revenue gauge from the database (the batches move it after)."""
-        with self.engine.connect() as conn:
-            metrics.deferred_cents.set(BooksRepository(conn).deferred()[1])
+        try:
+            with self.engine.connect() as conn:
+                metrics.deferred_cents.set(BooksRepository(conn).deferred()[1])
+        except Exception as exc:  # the consumer waits for the database itself; the gauge catches up later
+            log.warning("deferred revenue gauge not initialised: %s", kit_consumer.describe_error(exc))
 
     # The per-record path (kit `process`): processed_events is already written by the kit.
     def _apply_one(self, conn: Connection, event: Event, record: Record) -> None:
@@ -106,8 +113,8 @@ class RevenueConsumer(IdempotentConsumer):
             for outcome, n in ((APPLIED, result.applied), (DUPLICATE, result.duplicates)):
                 if n:
                     kit_consumer.processed_total.labels(self.service, records[0][1].topic, outcome).inc(n)
-            for r, exc in undecodable:
-                self._dead_letter(r, exc, attempts=0)
+            for r, error in undecodable:
+                self._dead_letter(r, error, attempts=0)
         done: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, r in records:
             done[tp] = OffsetAndMetadata(r.offset + 1, "", -1)

@@ -69,27 +69,30 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
             if item.event_id in new_ids and item.event_id not in seen:
                 seen.add(item.event_id)
                 fresh.append(item)
-    # The same transaction under another event id (a producer re-send) is applied once too.
-    known = repo.known_transactions([i.tx.transaction_id for i in fresh])
-    txs: list[LedgerTx] = []
+    candidates: dict[str, LedgerTx] = {}
     for item in fresh:
-        if item.tx.transaction_id not in known:
-            known.add(item.tx.transaction_id)
-            txs.append(item.tx)
+        candidates.setdefault(item.tx.transaction_id, item.tx)
+    if not candidates:
+        result.duplicates = len(items)
+        return result
+    created = {m.lot_id for tx in candidates.values() if tx.kind in (revenue.CREDIT, revenue.RETURN)
+               for m in tx.movements}
+    lots = repo.lots({lot_id for tx in candidates.values() for lot_id in revenue.lot_ids_needed(tx)} - created)
+    pids = [pid for tx in candidates.values() if tx.kind == revenue.CREDIT and tx.source == revenue.PURCHASE
+            for pid in [revenue.purchase_id_of(tx.reference)] if pid]
+    cash = repo.purchase_cash(pids)
+    # The same transaction under another event id (a producer re-send) is applied once: billing's copy of
+    # the transaction is the second de-duplication, in the same transaction.
+    new = repo.add_transactions([(tx, _cash_of(tx, cash, lots)) for tx in candidates.values()])
+    txs = [tx for tx in candidates.values() if tx.transaction_id in new]
     result.duplicates = len(items) - len(txs)
     if not txs:
         return result
-    created = {m.lot_id for tx in txs if tx.kind in (revenue.CREDIT, revenue.RETURN) for m in tx.movements}
-    lots = repo.lots({lot_id for tx in txs for lot_id in revenue.lot_ids_needed(tx)} - created)
     returned = repo.recognitions(tx.returned_transaction_id for tx in txs if tx.kind == revenue.RETURN)
-    pids = [pid for tx in txs if tx.kind == revenue.CREDIT and tx.source == revenue.PURCHASE
-            for pid in [revenue.purchase_id_of(tx.reference)] if pid]
-    cash = repo.purchase_cash(pids)
 
     new_lots: list[tuple[RevenueLot, str, datetime]] = []
     changed: list[RevenueLot] = []
     entries: list[Entry] = []
-    tx_rows: list[tuple[LedgerTx, int]] = []
     events = []
     for tx in txs:
         out = revenue.apply(tx, lots, purchase_cents=cash,
@@ -102,7 +105,6 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
         recognised = [e for e in out.entries if e.kind is EntryKind.RECOGNISED]
         if recognised:
             returned[tx.transaction_id] = recognised  # a RETURN later in this batch finds it
-        tx_rows.append((tx, out.cash_cents))
         events.extend(outcome_events(tx, out))
         for product, (connects, cents) in out.recognised().items():
             result.add_recognised(product, connects, cents)
@@ -110,8 +112,17 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
         result.deferred_delta += sum(e.deferred_delta for e in out.entries)
     # Lots created in this batch are inserted with their state after the batch; no update needed for them.
     created_now = {lot.lot_id for lot, _, _ in new_lots}
-    repo.add_transactions(tx_rows)
     repo.save(new_lots, [lot for lot in changed if lot.lot_id not in created_now], entries)
     outbox.add_many(conn, [(events_topic, e) for e in events])
     result.applied = len(txs)
     return result
+
+
+def _cash_of(tx: LedgerTx, cash: dict[str, int], lots: dict[str, RevenueLot]) -> int:
+    """The money a transaction's statement line shows: a purchase's price, or what a chargeback took back."""
+    if tx.kind == revenue.CREDIT and tx.source == revenue.PURCHASE:
+        return cash.get(revenue.purchase_id_of(tx.reference) or "", 0)
+    if tx.kind == revenue.REVERSE_CREDIT:
+        return sum(lot.cents_total for m in tx.movements if m.purchased
+                   for lot in [lots.get(m.lot_id)] if lot is not None and not lot.returned)
+    return 0

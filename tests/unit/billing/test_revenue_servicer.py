@@ -132,3 +132,31 @@ async def test_reconcile_over_grpc_reports_clean_books_and_a_retry_gets_the_same
     assert list(first.mismatches) == [] and first.accounts_checked == 1
     again = await stub.Reconcile(billing_pb2.ReconcileRequest(request_id="r-1"), metadata=MD)
     assert again.run_id == first.run_id
+
+
+def test_build_books_wires_the_servicer_the_consumer_and_the_scheduled_run_in_the_configured_namespaces(tmp_path):
+    from services.billing.entrypoints.reconcile_worker import ReconcileWorker
+    from services.billing.entrypoints.revenue_wiring import BooksSettings, build_books
+
+    engine = make_engine(f"sqlite:///{tmp_path}/books.db")
+    migrate_books(engine)
+    base = config(service="billing", kafka_topic_prefix="ns.", kafka_group_prefix="grp-")
+    servicer, components = build_books(base, engine, clock=lambda: T0, connects=FakeLedgerTotals(),
+                                       purchases=SqlAlchemyPurchaseLookup(engine), provider=FakeProvider(),
+                                       settings=BooksSettings(reconcile_interval=60.0, reconcile_settle=5.0))
+    consumer, worker = components
+    assert isinstance(servicer, BooksServicer) and isinstance(consumer, RevenueConsumer)
+    assert consumer.topics == ["ns.connects.ledger.v1"] and consumer.group_id == "grp-billing-revenue"
+    assert isinstance(worker, ReconcileWorker) and worker.interval == 60.0
+    assert servicer.reconciler.settle == timedelta(seconds=5)
+
+
+def test_books_settings_come_from_the_environment_and_bad_values_fail_fast():
+    from services.billing.entrypoints.revenue_wiring import BooksSettings
+    from services.kit.config import ConfigError
+
+    got = BooksSettings.from_env({"ADSMON_BILLING_RECONCILE_INTERVAL_SECONDS": "120",
+                                  "ADSMON_BILLING_RECONCILE_SETTLE_SECONDS": "0"})
+    assert (got.reconcile_interval, got.reconcile_settle) == (120.0, 0.0)
+    with pytest.raises(ConfigError):
+        BooksSettings.from_env({"ADSMON_BILLING_RECONCILE_INTERVAL_SECONDS": "-1"})
