@@ -26,6 +26,7 @@ from services.billing.domain.revenue import Entry, EntryKind, LedgerTx, Product,
 from services.kit import bulk
 from services.kit.consumer import PROCESSED
 from services.kit.db import is_postgres
+from services.kit.outbox import OUTBOX
 
 _CHUNK = 5000
 
@@ -71,14 +72,6 @@ class BooksRepository:
                 inserted.add(got[0])
         return inserted
 
-    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if self.pg:
-            bulk.pg_insert_rows(self.conn, table, rows)
-        else:
-            self.conn.execute(table.insert(), rows)
-
     def mark_processed(self, group: str, rows: list[dict[str, Any]]) -> set[str]:
         """processed_events rows of the batch (keys as the kit's table); returns the event ids that are new."""
         now = datetime.now(UTC)
@@ -94,6 +87,22 @@ class BooksRepository:
                  "balance_after": tx.balance_after, "occurred_at": tx.occurred_at} for tx, cents in txs]
         return self._insert_returning(revenue_transactions, rows, "transaction_id")
 
+    def preload(self, lot_ids: Iterable[str], purchase_ids: Iterable[str]) -> tuple[dict[str, RevenueLot],
+                                                                                  dict[str, int]]:
+        """`lots(lot_ids)` and `purchase_cash(purchase_ids)`, in one round trip on PostgreSQL."""
+        if not self.pg:
+            return self.lots(lot_ids), self.purchase_cash(purchase_ids)
+        lot_list, pid_list = sorted(set(lot_ids)), sorted(set(purchase_ids))
+        with bulk.pg_pipeline(self.conn) as pipe:
+            lot_rows = pipe.query("SELECT lot_id, account_id, purchase_id, connects_total, cents_total, "
+                                  "connects_remaining, cents_remaining, returned FROM revenue_lots "
+                                  "WHERE lot_id = ANY(%s)", (lot_list,)) if lot_list else None
+            cash_rows = pipe.query("SELECT purchase_id, amount_cents FROM purchases WHERE purchase_id = ANY(%s)",
+                                   (pid_list,)) if pid_list else None
+        lots = {r.lot_id: _lot(r) for r in (lot_rows.fetchall() if lot_rows else ())}
+        cash = {r.purchase_id: int(r.amount_cents) for r in (cash_rows.fetchall() if cash_rows else ())}
+        return lots, cash
+
     def purchase_cash(self, purchase_ids: Iterable[str]) -> dict[str, int]:
         """Cash (cents) of these purchases, from the money-in half's table (set-based, same transaction)."""
         c = purchases.c
@@ -108,8 +117,7 @@ class BooksRepository:
         c = revenue_lots.c
         for where in self._among(c.lot_id, lot_ids):
             for r in self.conn.execute(sa.select(revenue_lots).where(where)):
-                found[r.lot_id] = RevenueLot(r.lot_id, r.account_id, r.purchase_id, r.connects_total, r.cents_total,
-                                             r.connects_remaining, r.cents_remaining, bool(r.returned))
+                found[r.lot_id] = _lot(r)
         return found
 
     def recognitions(self, transaction_ids: Iterable[str]) -> dict[str, list[Entry]]:
@@ -123,27 +131,36 @@ class BooksRepository:
         return out
 
     def save(self, new_lots: list[tuple[RevenueLot, str, datetime]], changed_lots: Iterable[RevenueLot],
-             entries: list[Entry]) -> None:
-        self._insert(revenue_lots, [
+             entries: list[Entry], outbox_rows: list[dict[str, Any]]) -> None:
+        """The batch's writes: new lots, lots taken from, journal entries, outbox rows (one round trip on
+        PostgreSQL: psycopg pipeline mode)."""
+        lot_rows = [
             {"lot_id": lot.lot_id, "account_id": lot.account_id, "purchase_id": lot.purchase_id,
              "connects_total": lot.connects_total, "cents_total": lot.cents_total,
              "connects_remaining": lot.connects_remaining, "cents_remaining": lot.cents_remaining,
-             "returned": lot.returned, "transaction_id": tx_id, "created_at": at} for lot, tx_id, at in new_lots])
+             "returned": lot.returned, "transaction_id": tx_id, "created_at": at} for lot, tx_id, at in new_lots]
         changed = [{"lot_id": lot.lot_id, "connects_remaining": lot.connects_remaining,
                     "cents_remaining": lot.cents_remaining} for lot in {id(x): x for x in changed_lots}.values()]
-        if changed and self.pg:
-            self.conn.exec_driver_sql(bulk.update_sql(revenue_lots, "lot_id", list(changed[0])),
-                                      (bulk.rows_json(changed),))
-        elif changed:
+        entry_rows = [
+            {"transaction_id": e.transaction_id, "position": e.position, "kind": e.kind.value,
+             "account_id": e.account_id, "lot_id": e.lot_id, "purchase_id": e.purchase_id,
+             "product": e.product.value if e.product else None, "connects": e.connects, "cents": e.cents,
+             "deferred_delta": e.deferred_delta, "occurred_at": e.occurred_at} for e in entries]
+        if self.pg:
+            with bulk.pg_pipeline(self.conn) as pipe:
+                pipe.insert_rows(revenue_lots, lot_rows)
+                pipe.update_rows(revenue_lots, "lot_id", changed)
+                pipe.insert_rows(revenue_entries, entry_rows)
+                pipe.insert_rows(OUTBOX, outbox_rows)
+            return
+        for table, rows in ((revenue_lots, lot_rows), (revenue_entries, entry_rows), (OUTBOX, outbox_rows)):
+            if rows:
+                self.conn.execute(table.insert(), rows)
+        if changed:
             c = revenue_lots.c
             self.conn.execute(revenue_lots.update().where(c.lot_id == sa.bindparam("k")).values(
                 connects_remaining=sa.bindparam("cr"), cents_remaining=sa.bindparam("vr")),
                 [{"k": x["lot_id"], "cr": x["connects_remaining"], "vr": x["cents_remaining"]} for x in changed])
-        self._insert(revenue_entries, [
-            {"transaction_id": e.transaction_id, "position": e.position, "kind": e.kind.value,
-             "account_id": e.account_id, "lot_id": e.lot_id, "purchase_id": e.purchase_id,
-             "product": e.product.value if e.product else None, "connects": e.connects, "cents": e.cents,
-             "deferred_delta": e.deferred_delta, "occurred_at": e.occurred_at} for e in entries])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -219,3 +236,8 @@ class CreditedLot:
 def _entry(r: Any) -> Entry:
     return Entry(r.transaction_id, r.position, EntryKind(r.kind), r.account_id, r.lot_id, r.purchase_id,
                  r.connects, r.cents, _utc(r.occurred_at), Product(r.product) if r.product else None)
+
+
+def _lot(r: Any) -> RevenueLot:
+    return RevenueLot(r.lot_id, r.account_id, r.purchase_id, int(r.connects_total), int(r.cents_total),
+                      int(r.connects_remaining), int(r.cents_remaining), bool(r.returned))

@@ -77,10 +77,10 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
         return result
     created = {m.lot_id for tx in candidates.values() if tx.kind in (revenue.CREDIT, revenue.RETURN)
                for m in tx.movements}
-    lots = repo.lots({lot_id for tx in candidates.values() for lot_id in revenue.lot_ids_needed(tx)} - created)
     pids = [pid for tx in candidates.values() if tx.kind == revenue.CREDIT and tx.source == revenue.PURCHASE
             for pid in [revenue.purchase_id_of(tx.reference)] if pid]
-    cash = repo.purchase_cash(pids)
+    lots, cash = repo.preload(
+        {lot_id for tx in candidates.values() for lot_id in revenue.lot_ids_needed(tx)} - created, pids)
     # The same transaction under another event id (a producer re-send) is applied once: billing's copy of
     # the transaction is the second de-duplication, in the same transaction.
     new = repo.add_transactions([(tx, _cash_of(tx, cash, lots)) for tx in candidates.values()])
@@ -112,8 +112,8 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
         result.deferred_delta += sum(e.deferred_delta for e in out.entries)
     # Lots created in this batch are inserted with their state after the batch; no update needed for them.
     created_now = {lot.lot_id for lot, _, _ in new_lots}
-    repo.save(new_lots, [lot for lot in changed if lot.lot_id not in created_now], entries)
-    outbox.add_many(conn, [(events_topic, e) for e in events])
+    repo.save(new_lots, [lot for lot in changed if lot.lot_id not in created_now], entries,
+              outbox.outbox_rows((events_topic, e) for e in events))
     result.applied = len(txs)
     return result
 
