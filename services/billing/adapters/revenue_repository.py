@@ -31,7 +31,7 @@ from services.kit.outbox import OUTBOX
 _CHUNK = 5000
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -235,7 +235,7 @@ class CreditedLot:
 
 def _entry(r: Any) -> Entry:
     return Entry(r.transaction_id, r.position, EntryKind(r.kind), r.account_id, r.lot_id, r.purchase_id,
-                 r.connects, r.cents, _utc(r.occurred_at), Product(r.product) if r.product else None)
+                 r.connects, r.cents, utc(r.occurred_at), Product(r.product) if r.product else None)
 
 
 def _lot(r: Any) -> RevenueLot:

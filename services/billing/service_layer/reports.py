@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from services.billing.adapters.revenue_repository import BooksRepository
+from services.billing.adapters.revenue_repository import BooksRepository, utc
 from services.billing.domain.revenue import PURCHASE, REVERSE_CREDIT, EntryKind, Product
 from services.billing.service_layer.ports import PurchaseLookup
 from services.kit.errors import InvalidArgument, require
@@ -102,7 +102,7 @@ _PRODUCT = {"PROPOSAL": Product.PROPOSALS, "BOOST": Product.BOOSTS, "BADGE": Pro
 
 
 def _line(row: Any) -> StatementLine | None:
-    kind, at = row.kind, row.occurred_at
+    kind, at = row.kind, utc(row.occurred_at)
     if kind == "CREDIT":
         return StatementLine(at, _CREDIT_LINE.get(row.source_or_reason, "BONUS"), row.amount,
                              row.cents if row.source_or_reason == PURCHASE else None, None, row.reference)
@@ -132,6 +132,10 @@ def statement(engine: Engine, purchases: PurchaseLookup, account_id: str, start:
     lines = [line for line in (_line(r) for r in rows) if line is not None]
     lines.extend(StatementLine(m.paid_at or m.finished_at or m.period_start, "MEMBERSHIP_FEE", 0, m.fee_cents, None,
                                m.payment_reference) for m in fees)
+    # A chargeback that clawed nothing back (every Connect already spent) has no ledger line: billing's record.
+    lines.extend(StatementLine(c.recorded_at or c.created_at, "CHARGEBACK", 0, c.amount_cents, None, c.purchase_id)
+                 for c in purchases.chargebacks_between(start, end)
+                 if c.account_id == account_id and not c.reversal_transaction_id)
     lines.sort(key=lambda x: x.occurred_at)
     closing = int(rows[-1].balance_after) if rows else opening
     return Statement(account_id, start, end, opening, closing, lines,

@@ -155,3 +155,32 @@ def test_a_failing_batch_is_applied_record_by_record(engine, consumer, monkeypat
     assert count(engine, revenue_transactions) == 8 and count(engine, PROCESSED) == 8
     r = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0, later(60))
     assert r.deferred_closing == 525
+
+
+class WithChargebacks(SqlAlchemyPurchaseLookup):
+    """Billing's records plus chargebacks (the money-in half's table is not filled in these tests)."""
+
+    def __init__(self, engine, chargebacks) -> None:
+        super().__init__(engine)
+        self.records = chargebacks
+
+    def chargebacks_between(self, start, end):
+        return [c for c in self.records if start <= c.recorded_at < end]
+
+
+def chargeback(purchase_id: str, account: str, cents: int, loss: int, reversal: str = ""):
+    from services.billing.service_layer.ports import ChargebackRecord
+    return ChargebackRecord(f"cb-{purchase_id}", purchase_id, account, cents, "USD", 10, 0, 10, loss, "dsp", "RECORDED",
+                            reversal, later(20), later(20))
+
+
+def test_a_chargeback_of_a_fully_spent_purchase_is_a_loss_and_a_statement_line_from_billings_record(engine, consumer):
+    _, msgs = workload(engine)
+    consumer.apply_records(records(msgs), None)
+    lookup = WithChargebacks(engine, [chargeback("p2", "a2", 150, 150),
+                                      chargeback("p9", "a2", 90, 40, reversal="tx-rev")])  # the ledger's line
+    r = reports.revenue_report(engine, lookup, T0, later(60))
+    assert r.chargeback_loss == 150
+    s = reports.statement(engine, lookup, "a2", T0, later(60))
+    assert [(x.kind, x.connects_delta, x.cents, x.reference) for x in s.lines if x.kind == "CHARGEBACK"] == [
+        ("CHARGEBACK", 0, 150, "p2")]
