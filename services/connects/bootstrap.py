@@ -34,7 +34,7 @@ async def bootstrap(config: ConnectsConfig | None = None, *, clock: Callable[[],
     notify = relay.notify if config.relay_in_process else None
     batcher = Batcher(lambda: SqlAlchemyLedgerUnitOfWork(engine), clock, metrics, max_batch=config.batch_max,
                       workers=config.batch_workers, on_commit=notify)
-    ledger = Ledger(batcher, SqlAlchemyLedgerQueries(engine), db.run, clock)
+    ledger = Ledger(batcher, SqlAlchemyLedgerQueries(engine), db.run, clock, max_amount=config.max_amount)
     sweeper = ExpirySweeper(ledger, clock, interval_seconds=config.expiry_interval_seconds)
     components: list = [relay] if config.relay_in_process else []  # type: ignore[type-arg]
     components += [batcher, sweeper]

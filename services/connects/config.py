@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.connects.domain.commands import DEFAULT_MAX_AMOUNT, MAX_AMOUNT
 from services.kit.config import Env, ServiceConfig
 
 SERVICE = "connects"
@@ -19,6 +20,7 @@ class ConnectsConfig:
     consume_jobs: bool
     relay_in_process: bool
     processes: int = 1
+    max_amount: int = DEFAULT_MAX_AMOUNT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConnectsConfig:
@@ -33,4 +35,6 @@ class ConnectsConfig:
             relay_in_process=env.bool("RELAY_IN_PROCESS", True),
             # >1: that many serving processes share the gRPC port (services.kit.server.run_processes).
             processes=env.int("PROCESSES", 1, lo=1, hi=64),
+            # The most Connects one Credit, Spend, Hold, IncreaseHold or Capture may move (AMOUNT_TOO_LARGE above).
+            max_amount=env.int("MAX_AMOUNT", DEFAULT_MAX_AMOUNT, lo=1, hi=MAX_AMOUNT),
         )

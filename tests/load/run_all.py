@@ -9,10 +9,12 @@ written to .local/bench/report.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -24,8 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 REPORT = Path(os.environ.get("ADSMON_LOCAL", ROOT / ".local")) / "bench" / "report.md"
 
 
-def echo_baseline_results(duration: str = "6s", concurrency: int = 64, runs: int = 3) -> list[LoadResult]:
-    """`runs` ghz runs against a bare grpc.aio server (one process, no interceptors, no database)."""
+BENCH_DURATION = os.environ.get("BENCH_DURATION", "10s")
+# The settings every service benchmark drives its own RPCs with, so that the baseline is like with like.
+GHZ_CONNECTIONS = 16
+BARE_CALL = "grpc.health.v1.Health/Check"
+
+
+@contextlib.contextmanager
+def bare_server() -> Iterator[tuple[str, str]]:
+    """A bare grpc.aio server (one process, no interceptors, no database), warmed up: (target, protoset)."""
     from grpc_health.v1 import health_pb2
 
     descriptors = protoset(health_pb2)
@@ -34,14 +43,23 @@ def echo_baseline_results(duration: str = "6s", concurrency: int = 64, runs: int
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        run_ghz("warm-up", f"127.0.0.1:{port}", "grpc.health.v1.Health/Check", total=2000,
-                concurrency=concurrency, protoset_file=descriptors)
-        return [run_ghz(f"bare grpc.aio Health/Check (c={concurrency})", f"127.0.0.1:{port}",
-                        "grpc.health.v1.Health/Check", duration=duration, concurrency=concurrency,
-                        protoset_file=descriptors) for _ in range(runs)]
+        run_ghz("warm-up", f"127.0.0.1:{port}", BARE_CALL, total=2000, concurrency=64, protoset_file=descriptors)
+        yield f"127.0.0.1:{port}", descriptors
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def bare_run(target: str, descriptors: str, duration: str = BENCH_DURATION, concurrency: int = 64) -> LoadResult:
+    """One baseline run with the same ghz settings (duration, concurrency, connections) as the service runs."""
+    return run_ghz(f"bare grpc.aio Health/Check (c={concurrency})", target, BARE_CALL, duration=duration,
+                   concurrency=concurrency, protoset_file=descriptors, connections=GHZ_CONNECTIONS)
+
+
+def echo_baseline_results(runs: int = 3) -> list[LoadResult]:
+    """`runs` baseline runs back to back (benchmarks that can, interleave `bare_run` with their own)."""
+    with bare_server() as (target, descriptors):
+        return [bare_run(target, descriptors) for _ in range(runs)]
 
 
 def grpc_echo_baseline() -> tuple[str, float]:

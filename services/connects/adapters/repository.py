@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from services.connects.adapters import events
 from services.connects.adapters.tables import holds, lot_movements, lots, postings, requests, transactions, wallets
 from services.connects.domain.model import (
+    SYSTEM_ACCOUNTS,
     Hold,
     HoldStatus,
     LedgerTransaction,
@@ -30,6 +31,7 @@ from services.connects.domain.model import (
     TransactionKind,
     Wallet,
 )
+from services.connects.service_layer.totals import Issued, LedgerTotals
 from services.connects.service_layer.unit_of_work import (
     AbstractLedgerQueries,
     AbstractLedgerUnitOfWork,
@@ -240,8 +242,10 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                   "allocations": _allocations_json(h.allocations)})
             for hold_id in w.changed_holds - w.new_holds:
                 h = w.holds[hold_id]
+                # amount and allocations change when an open hold grows (IncreaseHold)
                 hold_updates.append({"hold_id": hold_id, "status": h.status.value, "captured": h.captured,
-                                     "resolved_at": h.resolved_at})
+                                     "resolved_at": h.resolved_at, "amount": h.amount,
+                                     "allocations": _allocations_json(h.allocations)})
             wallet_updates.append({"account_id": w.account_id, "available": w.available, "held": w.held,
                                    "sequence": w.sequence, "updated_at": now})
             w.clear_changes()
@@ -359,16 +363,59 @@ class SqlAlchemyLedgerQueries(AbstractLedgerQueries):
         kind = sa.case((postings.c.ledger_account.like("wallet:%"), "wallets"), else_=postings.c.ledger_account)
 
         def run(conn: Connection) -> dict[str, int]:
-            if is_postgres(conn):  # SUM(bigint) is numeric there: no overflow
-                query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount)).group_by(kind)
-                return {a: int(v) for a, v in conn.execute(query)}
-            # SQLite's SUM raises past 2^63-1 (and TOTAL is a float): sum the high and low 32 bits apart,
-            # exactly, and join them in Python (>> is arithmetic, so negative amounts split correctly too).
-            query = sa.select(kind.label("account"), sa.func.sum(postings.c.amount.op(">>")(32)),
-                              sa.func.sum(postings.c.amount.op("&")(0xFFFFFFFF))).group_by(kind)
-            return {a: int(hi) * 2**32 + int(lo) for a, hi, lo in conn.execute(query)}
+            total = ExactSum(conn, postings.c.amount)
+            query = sa.select(kind.label("account"), *total.columns).group_by(kind)
+            return {r[0]: total.of(r, 1) for r in conn.execute(query)}
 
         return self._run(run)
+
+    def ledger_totals(self, start: datetime, end: datetime) -> LedgerTotals:
+        t, m = transactions, lot_movements
+        in_period = sa.and_(t.c.occurred_at >= start, t.c.occurred_at < end)
+
+        def run(conn: Connection) -> LedgerTotals:
+            posted, credited, moved = (ExactSum(conn, postings.c.amount), ExactSum(conn, t.c.amount),
+                                       ExactSum(conn, m.c.amount))
+            balances = {a: 0 for a in SYSTEM_ACCOUNTS}
+            for r in conn.execute(
+                    sa.select(postings.c.ledger_account, *posted.columns)
+                    .select_from(postings.join(t, t.c.transaction_id == postings.c.transaction_id))
+                    .where(postings.c.ledger_account.in_(SYSTEM_ACCOUNTS), t.c.occurred_at < end)
+                    .group_by(postings.c.ledger_account)):
+                balances[r[0]] = posted.of(r, 1)
+            issued = {LotSource(r[0]): Issued(credited.of(r, 2), r[1]) for r in conn.execute(
+                sa.select(t.c.source, sa.func.count(), *credited.columns)
+                .where(in_period, t.c.kind == TransactionKind.CREDIT.value).group_by(t.c.source))}
+            totals = LedgerTotals(start, end, balances, issued)
+            kinds = [k.value for k in (TransactionKind.SPEND, TransactionKind.CAPTURE, TransactionKind.EXPIRE,
+                                       TransactionKind.RETURN)]
+            for r in conn.execute(
+                    sa.select(t.c.kind, t.c.spend_reason, m.c.origin_source, *moved.columns)
+                    .select_from(m.join(t, t.c.transaction_id == m.c.transaction_id))
+                    .where(in_period, t.c.kind.in_(kinds)).group_by(t.c.kind, t.c.spend_reason, m.c.origin_source)):
+                totals.add_moved(TransactionKind(r[0]), SpendReason(r[1]) if r[1] else None, LotSource(r[2]),
+                                 moved.of(r, 3))
+            return totals
+
+        return self._run(run)
+
+
+class ExactSum:
+    """SUM of an integer column, exact whatever the total: PostgreSQL's SUM(bigint) is numeric; SQLite's SUM
+    raises past 2^63-1 (and TOTAL is a float), so there the high and low 32 bits are summed apart and joined in
+    Python (>> is arithmetic, so negative amounts split correctly too)."""
+
+    def __init__(self, conn: Connection, column: sa.ColumnElement[int]) -> None:
+        self._pg = is_postgres(conn)
+        self.columns: list[sa.ColumnElement[int]] = (
+            [sa.func.sum(column)] if self._pg
+            else [sa.func.sum(column.op(">>")(32)), sa.func.sum(column.op("&")(0xFFFFFFFF))])
+
+    def of(self, row: Sequence[object], at: int) -> int:
+        """The sum in `row`, whose `columns` start at index `at`."""
+        if self._pg:
+            return int(row[at])  # type: ignore[call-overload]
+        return int(row[at]) * 2**32 + int(row[at + 1])  # type: ignore[call-overload]
 
 
 def _table_rows(new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]

@@ -13,7 +13,10 @@ from services.kit.errors import InvalidArgument
 
 MAX_ID_LEN = 128
 MAX_REFERENCE_LEN = 256
-MAX_AMOUNT = 2**63 - 1
+MAX_AMOUNT = 2**63 - 1  # what the journal's int64 columns can hold: INVALID_FIELD above it
+# The business maximum of one Credit, Spend, Hold, IncreaseHold or Capture (ADSMON_CONNECTS_MAX_AMOUNT): far above
+# any bundle, grant or bid, far below what would let a hostile caller push the system accounts' sums past int64.
+DEFAULT_MAX_AMOUNT = 1_000_000
 MIN_HOLD_TTL = timedelta(seconds=1)
 MAX_HOLD_TTL = timedelta(days=90)
 DEFAULT_HOLD_TTL = timedelta(days=14)
@@ -61,6 +64,15 @@ def check_amount(field: str, value: int) -> None:
         raise InvalidArgument("INVALID_FIELD", f"{field} must be at most 2^63-1", field=field)
 
 
+def check_amount_bound(cmd: object, maximum: int) -> None:
+    """AMOUNT_TOO_LARGE if an amount of `cmd` (its `amount_fields`) is above the business `maximum`."""
+    for name in getattr(cmd, "amount_fields", ()):
+        value = getattr(cmd, name)
+        if value > maximum:
+            raise InvalidArgument("AMOUNT_TOO_LARGE", f"{name} must be at most {maximum} Connects", field=name,
+                                  maximum=maximum)
+
+
 def check_reference(value: str) -> None:
     if len(value) > MAX_REFERENCE_LEN:
         raise InvalidArgument("FIELD_TOO_LONG", f"reference is longer than {MAX_REFERENCE_LEN} characters",
@@ -80,6 +92,8 @@ class Command:
     """A mutation with its idempotency key."""
 
     method: ClassVar[str] = ""
+    # Fields that are amounts of Connects (checked against the business maximum by `check_amount_bound`).
+    amount_fields: ClassVar[tuple[str, ...]] = ()
     request_id: str
 
     def __post_init__(self) -> None:
@@ -95,6 +109,7 @@ class Command:
 @dataclass(frozen=True)
 class Credit(Command):
     method: ClassVar[str] = "Credit"
+    amount_fields: ClassVar[tuple[str, ...]] = ("amount",)
     account_id: str
     amount: int
     source: LotSource
@@ -116,6 +131,7 @@ class Credit(Command):
 @dataclass(frozen=True)
 class Spend(Command):
     method: ClassVar[str] = "Spend"
+    amount_fields: ClassVar[tuple[str, ...]] = ("amount",)
     account_id: str
     amount: int
     reason: SpendReason
@@ -132,6 +148,7 @@ class Spend(Command):
 @dataclass(frozen=True)
 class PlaceHold(Command):
     method: ClassVar[str] = "Hold"
+    amount_fields: ClassVar[tuple[str, ...]] = ("amount",)
     account_id: str
     amount: int
     reason: SpendReason
@@ -151,6 +168,7 @@ class PlaceHold(Command):
 @dataclass(frozen=True)
 class CaptureHold(Command):
     method: ClassVar[str] = "CaptureHold"
+    amount_fields: ClassVar[tuple[str, ...]] = ("amount",)
     hold_id: str
     amount: int
 
@@ -158,6 +176,21 @@ class CaptureHold(Command):
         super().__post_init__()
         check_id("hold_id", self.hold_id)
         check_amount("amount", self.amount)
+
+
+@dataclass(frozen=True)
+class IncreaseHold(Command):
+    """Grow an open hold to `new_amount` Connects in all (a raised boost bid)."""
+
+    method: ClassVar[str] = "IncreaseHold"
+    amount_fields: ClassVar[tuple[str, ...]] = ("new_amount",)
+    hold_id: str
+    new_amount: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("hold_id", self.hold_id)
+        check_amount("new_amount", self.new_amount)
 
 
 @dataclass(frozen=True)

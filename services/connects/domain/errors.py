@@ -40,6 +40,20 @@ class CaptureExceedsHold(FailedPrecondition):
                          hold_id=hold_id, requested=requested, held=held)
 
 
+class HoldDecreaseNotAllowed(FailedPrecondition):
+    def __init__(self, hold_id: str, requested: int, held: int) -> None:
+        super().__init__("HOLD_DECREASE_NOT_ALLOWED",
+                         f"hold {hold_id} holds {held} Connects; it can only grow (asked for {requested})",
+                         hold_id=hold_id, requested=requested, held=held)
+
+
+class TotalOutOfRange(FailedPrecondition):
+    """A journal total an int64 field cannot carry (only a journal written before amounts were bounded)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__("TOTAL_OUT_OF_RANGE", f"{what} does not fit in an int64", total=what)
+
+
 class TransactionNotFound(NotFound):
     def __init__(self, transaction_id: str) -> None:
         super().__init__("TRANSACTION_NOT_FOUND", f"transaction {transaction_id} does not exist",

@@ -254,6 +254,12 @@ class Wallet:
     def expiring_within(self, now: datetime, window: timedelta = EXPIRING_SOON) -> int:
         return sum(lot.remaining for lot in self.lots.values() if now < lot.expires_at <= now + window)
 
+    def held_expiring_within(self, now: datetime, window: timedelta = EXPIRING_SOON) -> int:
+        """Held Connects whose lots expire by `now + window`: if their hold is released after that, they expire.
+
+        Lots already past their date count too (what their holds give back expires at once)."""
+        return sum(lot.held for lot in self.lots.values() if lot.expires_at <= now + window)
+
     def live_lots(self) -> list[Lot]:
         return sorted((lot for lot in self.lots.values() if lot.remaining or lot.held), key=lambda x: x.order)
 
@@ -331,6 +337,37 @@ class Wallet:
                           hold_id=hold_id)
         self.expire_due_lots(now)
         return tx
+
+    def increase_hold(self, *, hold_id: str, new_amount: int, now: datetime) -> LedgerTransaction | None:
+        """Grow an open hold to `new_amount`, the difference taken from the lots that expire first.
+
+        Records a HOLD transaction for the difference (same hold_id); None, with nothing changed, when
+        `new_amount` is what the hold holds already. A hold past its ttl is released as EXPIRED and the
+        increase refused, like a capture or release (see `_open_live_hold`). Every other refusal (a smaller
+        amount, not enough Connects) changes nothing.
+        """
+        hold = self._open_live_hold(hold_id, now)
+        if new_amount < hold.amount:
+            raise errors.HoldDecreaseNotAllowed(hold_id, new_amount, hold.amount)
+        extra = new_amount - hold.amount
+        if not extra:
+            return None
+        if extra > self.available_at(now):  # checked before the lazy expiry, so a refusal records nothing
+            raise errors.InsufficientConnects(self.account_id, extra, self.available_at(now))
+        self.expire_due_lots(now)
+        taken = []
+        for lot, take in self._allocate(extra):
+            lot.remaining -= take
+            lot.held += take
+            self.changed_lots.add(lot.lot_id)
+            taken.append(LotMovement.of(lot, take))
+        hold.amount = new_amount
+        hold.allocations = self._merged(hold.allocations, taken)
+        self.changed_holds.add(hold_id)
+        return self._record(TransactionKind.HOLD, extra, now,
+                            _postings((wallet_account(self.account_id), -extra), (HOLDS, extra)),
+                            movements=tuple(taken), spend_reason=hold.reason, reference=hold.reference,
+                            hold_id=hold_id)
 
     def release(self, *, hold_id: str, now: datetime) -> LedgerTransaction:
         """Return all of an open hold to its lots.
@@ -419,6 +456,15 @@ class Wallet:
             if not amount:
                 return out
         raise AssertionError("allocate called without enough Connects")
+
+    def _merged(self, allocations: Iterable[LotMovement], more: Iterable[LotMovement]) -> tuple[LotMovement, ...]:
+        """A hold's allocations with `more` added: one per lot (a transaction moves a lot once), in spending
+        order, so a capture takes from the lots that expire first."""
+        by_lot: dict[str, int] = {}
+        for a in (*allocations, *more):
+            by_lot[a.lot_id] = by_lot.get(a.lot_id, 0) + a.amount
+        ordered = sorted(by_lot, key=lambda lot_id: self.lots[lot_id].order)
+        return tuple(LotMovement.of(self.lots[lot_id], by_lot[lot_id]) for lot_id in ordered)
 
     def _add_lot(self, source: LotSource, origin: LotSource, amount: int, now: datetime,
                  expires_at: datetime) -> Lot:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.connects.adapters.events import (
     FROM_LOT_SOURCE,
     FROM_RETURN_REASON,
     FROM_SPEND_REASON,
+    LOT_SOURCE,
+    SPEND_REASON,
     lot_pb,
     timestamp,
     transaction_pb,
@@ -19,6 +22,7 @@ from services.connects.adapters.events import (
 from services.connects.domain import commands as c
 from services.connects.service_layer.handlers import RETURN_CALLERS
 from services.connects.service_layer.ledger import Ledger
+from services.connects.service_layer.totals import LedgerTotals
 from services.kit.auth import Policy, current_caller
 from services.kit.errors import InvalidArgument
 
@@ -28,7 +32,9 @@ SERVICE_NAME = "adsmon.connects.v1.ConnectsService"
 # enforces the ReturnConnects callers (for the consumer and for replays).
 POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "operator", "tests"},
                       methods={"Credit": {"billing", "marketplace", "operator", "tests"},
-                               "ReturnConnects": RETURN_CALLERS})
+                               "ReturnConnects": RETURN_CALLERS,
+                               # reconciliation reads the whole journal: billing and support only
+                               "GetLedgerTotals": {"billing", "operator"}})
 
 
 def _enum(mapping: dict, value: int) -> object:  # type: ignore[type-arg]
@@ -47,6 +53,36 @@ def _ttl(request: pb.HoldRequest) -> timedelta:
     return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
 
 
+# Timestamp's valid range (google/protobuf/timestamp.proto): 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _time(request: pb.GetLedgerTotalsRequest, field: str) -> datetime | None:
+    """The timestamp `field` of the request as an aware datetime; None when unset."""
+    if not request.HasField(field):
+        return None
+    ts: Timestamp = getattr(request, field)
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument("INVALID_FIELD", f"{field} is not a valid timestamp", field=field)
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _totals_pb(t: LedgerTotals) -> pb.GetLedgerTotalsResponse:
+    return pb.GetLedgerTotalsResponse(
+        start_time=timestamp(t.start), end_time=timestamp(t.end),
+        system_balances=[pb.SystemAccountBalance(ledger_account=a, balance=v)
+                         for a, v in sorted(t.system_balances.items())],
+        issued=[pb.IssuedTotal(source=LOT_SOURCE[s], connects=i.connects, transactions=i.transactions)
+                for s, i in sorted(t.issued.items(), key=lambda x: LOT_SOURCE[x[0]])],
+        spent=[pb.SpentTotal(reason=SPEND_REASON[r], origin_source=LOT_SOURCE[o], connects=v)
+               for (r, o), v in sorted(t.spent.items(), key=lambda x: (SPEND_REASON[x[0][0]], LOT_SOURCE[x[0][1]]))],
+        expired=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
+                 for o, v in sorted(t.expired.items(), key=lambda x: LOT_SOURCE[x[0]])],
+        returned=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
+                  for o, v in sorted(t.returned.items(), key=lambda x: LOT_SOURCE[x[0]])],
+        held=t.held)
+
+
 class ConnectsServicer(connects_pb2_grpc.ConnectsServiceServicer):
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -56,19 +92,20 @@ class ConnectsServicer(connects_pb2_grpc.ConnectsServiceServicer):
         b = await self.ledger.balance(request.account_id)
         return pb.GetBalanceResponse(account_id=b.account_id, available=b.available, held=b.held,
                                      lots=[lot_pb(lot) for lot in b.lots],
-                                     expiring_within_30_days=b.expiring_within_30_days)
+                                     expiring_within_30_days=b.expiring_within_30_days,
+                                     held_expiring_within_30_days=b.held_expiring_within_30_days)
 
     async def Credit(self, request: pb.CreditRequest, context: grpc.aio.ServicerContext) -> pb.CreditResponse:
         cmd = c.Credit(request.request_id, request.account_id, request.amount,
                        _enum(FROM_LOT_SOURCE, request.source), request.reference)  # type: ignore[arg-type]
         receipt = await self.ledger.mutate(cmd, current_caller())
-        return pb.CreditResponse(transaction=transaction_pb(receipt.transaction))
+        return pb.CreditResponse(transaction=transaction_pb(receipt.recorded))
 
     async def Spend(self, request: pb.SpendRequest, context: grpc.aio.ServicerContext) -> pb.SpendResponse:
         cmd = c.Spend(request.request_id, request.account_id, request.amount,
                       _enum(FROM_SPEND_REASON, request.reason), request.reference)  # type: ignore[arg-type]
         receipt = await self.ledger.mutate(cmd, current_caller())
-        return pb.SpendResponse(transaction=transaction_pb(receipt.transaction))
+        return pb.SpendResponse(transaction=transaction_pb(receipt.recorded))
 
     async def Hold(self, request: pb.HoldRequest, context: grpc.aio.ServicerContext) -> pb.HoldResponse:
         cmd = c.PlaceHold(request.request_id, request.account_id, request.amount,
@@ -77,28 +114,40 @@ class ConnectsServicer(connects_pb2_grpc.ConnectsServiceServicer):
         receipt = await self.ledger.mutate(cmd, current_caller())
         assert receipt.hold_expires_at is not None
         return pb.HoldResponse(hold_id=receipt.hold_id, expires_at=timestamp(receipt.hold_expires_at),
-                               transaction=transaction_pb(receipt.transaction))
+                               transaction=transaction_pb(receipt.recorded))
 
     async def CaptureHold(self, request: pb.CaptureHoldRequest, context: grpc.aio.ServicerContext
                           ) -> pb.CaptureHoldResponse:
         cmd = c.CaptureHold(request.request_id, request.hold_id, request.amount)
         receipt = await self.ledger.mutate(cmd, current_caller())
-        return pb.CaptureHoldResponse(transaction=transaction_pb(receipt.transaction))
+        return pb.CaptureHoldResponse(transaction=transaction_pb(receipt.recorded))
+
+    async def IncreaseHold(self, request: pb.IncreaseHoldRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.IncreaseHoldResponse:
+        cmd = c.IncreaseHold(request.request_id, request.hold_id, request.new_amount)
+        receipt = await self.ledger.mutate(cmd, current_caller())
+        tx = transaction_pb(receipt.transaction) if receipt.transaction else None
+        return pb.IncreaseHoldResponse(hold_id=receipt.hold_id, amount=receipt.hold_amount, transaction=tx)
 
     async def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: grpc.aio.ServicerContext
                           ) -> pb.ReleaseHoldResponse:
         receipt = await self.ledger.mutate(c.ReleaseHold(request.request_id, request.hold_id), current_caller())
-        return pb.ReleaseHoldResponse(transaction=transaction_pb(receipt.transaction))
+        return pb.ReleaseHoldResponse(transaction=transaction_pb(receipt.recorded))
 
     async def ReturnConnects(self, request: pb.ReturnConnectsRequest, context: grpc.aio.ServicerContext
                              ) -> pb.ReturnConnectsResponse:
         cmd = c.ReturnConnects(request.request_id, request.spend_transaction_id,
                                _enum(FROM_RETURN_REASON, request.reason))  # type: ignore[arg-type]
         receipt = await self.ledger.mutate(cmd, current_caller())
-        return pb.ReturnConnectsResponse(transaction=transaction_pb(receipt.transaction))
+        return pb.ReturnConnectsResponse(transaction=transaction_pb(receipt.recorded))
 
     async def ListTransactions(self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
                                ) -> pb.ListTransactionsResponse:
         page = await self.ledger.transactions(request.account_id, request.page_size, request.page_token)
         return pb.ListTransactionsResponse(transactions=[transaction_pb(t) for t in page.transactions],
                                            next_page_token=page.next_page_token)
+
+    async def GetLedgerTotals(self, request: pb.GetLedgerTotalsRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.GetLedgerTotalsResponse:
+        totals = await self.ledger.ledger_totals(_time(request, "start_time"), _time(request, "end_time"))
+        return _totals_pb(totals)

@@ -60,4 +60,4 @@ class ExpirySweeper:
             log.warning("%s expiry sweep failed; next run retries", sweep, exc_info=True)
             return 0
         metrics.expiry_runs_total.labels(sweep, "ok").inc()
-        return sum(o.receipt.transaction.amount for o in outcomes if o.receipt)
+        return sum(o.receipt.recorded.amount for o in outcomes if o.receipt)

@@ -51,7 +51,7 @@ class NullMetrics:
         pass
 
 
-Mutation = c.Credit | c.Spend | c.PlaceHold | c.CaptureHold | c.ReleaseHold | c.ReturnConnects
+Mutation = c.Credit | c.Spend | c.PlaceHold | c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ReturnConnects
 Scheduled = c.ExpireLots | c.ExpireHold
 AnyCommand = Mutation | Scheduled
 
@@ -84,8 +84,8 @@ def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = No
     """Who may do what. Only billing credits PURCHASE; only ads moves Connects for ad products (BOOST, BADGE,
     PROMOTED_PROFILE); only RETURN_CALLERS return Connects; only the service itself runs the sweeps.
 
-    CaptureHold and ReleaseHold are judged by the reason of their hold (`hold_reason`): the hold's row for a
-    new command, the stored answer's spend_reason for a replay. Every other rule needs only the command.
+    IncreaseHold, CaptureHold and ReleaseHold are judged by the reason of their hold (`hold_reason`): the hold's
+    row for a new command, the stored answer's reason for a replay. Every other rule needs only the command.
     """
     if caller == SYSTEM:
         return
@@ -101,7 +101,14 @@ def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = No
 
 
 def _needs_hold(cmd: AnyCommand) -> bool:
-    return isinstance(cmd, c.CaptureHold | c.ReleaseHold)
+    return isinstance(cmd, c.IncreaseHold | c.CaptureHold | c.ReleaseHold)
+
+
+def _hold_reason(receipt: Receipt) -> SpendReason | None:
+    """The reason of the hold a stored IncreaseHold, CaptureHold or ReleaseHold answer is about."""
+    if receipt.hold_reason is not None:
+        return receipt.hold_reason
+    return receipt.recorded.spend_reason
 
 
 def precheck(cmd: AnyCommand, caller: str) -> None:
@@ -128,8 +135,8 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
         todo.append((i, env))
     with uow:
         todo = _answer_known_requests(uow, todo, outcomes, metrics)
-        hold_ids = {e.command.hold_id for _, e in todo if isinstance(e.command, c.CaptureHold | c.ReleaseHold
-                                                                      | c.ExpireHold)}
+        hold_ids = {e.command.hold_id for _, e in todo
+                    if isinstance(e.command, c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ExpireHold)}
         tx_ids = {e.command.spend_transaction_id for _, e in todo if isinstance(e.command, c.ReturnConnects)}
         hold_accounts = uow.hold_accounts(hold_ids) if hold_ids else {}
         tx_accounts = uow.transaction_accounts(tx_ids) if tx_ids else {}
@@ -194,7 +201,7 @@ def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[tuple[
                 else:
                     receipt = receipts.decode(prior.response)
                     try:
-                        authorize(cmd, env.caller, receipt.transaction.spend_reason if _needs_hold(cmd) else None)
+                        authorize(cmd, env.caller, _hold_reason(receipt) if _needs_hold(cmd) else None)
                     except DomainError as exc:
                         metrics.refused(cmd.method, exc)
                         outcomes[i] = Outcome(error=exc)
@@ -207,7 +214,7 @@ def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[tuple[
 
 
 def _account_of(cmd: AnyCommand, hold_accounts: dict[str, str], tx_accounts: dict[str, str]) -> str | None:
-    if isinstance(cmd, c.CaptureHold | c.ReleaseHold | c.ExpireHold):
+    if isinstance(cmd, c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ExpireHold):
         return hold_accounts.get(cmd.hold_id)
     if isinstance(cmd, c.ReturnConnects):
         return tx_accounts.get(cmd.spend_transaction_id)
@@ -232,6 +239,11 @@ def _apply(wallet: Wallet, env: Envelope, returnables: dict, now: datetime) -> R
             tx = wallet.hold(hold_id=hold_id, amount=cmd.amount, reason=cmd.reason, reference=cmd.reference,
                              ttl=cmd.ttl, now=now)
             return Receipt(tx, hold_id, wallet.holds[hold_id].expires_at)
+        case c.IncreaseHold():
+            hold = wallet.holds[cmd.hold_id]
+            authorize(cmd, caller, hold.reason)
+            tx = wallet.increase_hold(hold_id=cmd.hold_id, new_amount=cmd.new_amount, now=now)
+            return Receipt(tx, cmd.hold_id, hold.expires_at, hold.amount, hold.reason)
         case c.CaptureHold():
             authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
             return Receipt(wallet.capture(hold_id=cmd.hold_id, amount=cmd.amount, now=now))

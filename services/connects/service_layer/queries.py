@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
+from services.connects.domain import errors
 from services.connects.domain.commands import check_id, check_page_size
 from services.connects.domain.model import LedgerTransaction, Lot, Wallet
+from services.connects.service_layer.totals import LedgerTotals
 from services.connects.service_layer.unit_of_work import AbstractLedgerQueries
 from services.kit.errors import InvalidArgument
 
@@ -22,6 +24,7 @@ class Balance:
     held: int
     lots: list[Lot]
     expiring_within_30_days: int
+    held_expiring_within_30_days: int
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,22 @@ def get_balance(queries: AbstractLedgerQueries, account_id: str, now: datetime) 
     wallet = Wallet.restore(account_id, queries.lots(account_id))
     lots = [replace(lot, remaining=0) if lot.is_due(now) else lot
             for lot in wallet.live_lots() if lot.held or not lot.is_due(now)]
-    return Balance(account_id, wallet.available_at(now), wallet.held, lots, wallet.expiring_within(now))
+    return Balance(account_id, wallet.available_at(now), wallet.held, lots, wallet.expiring_within(now),
+                   wallet.held_expiring_within(now))
+
+
+def get_ledger_totals(queries: AbstractLedgerQueries, start: datetime | None, end: datetime | None) -> LedgerTotals:
+    """The journal's totals for [start, end) (see LedgerTotals); TOTAL_OUT_OF_RANGE for a sum past int64."""
+    if start is None:
+        raise InvalidArgument("INVALID_FIELD", "start_time is required", field="start_time")
+    if end is None:
+        raise InvalidArgument("INVALID_FIELD", "end_time is required", field="end_time")
+    if end < start:
+        raise InvalidArgument("INVALID_FIELD", "end_time must not be before start_time", field="end_time")
+    totals = queries.ledger_totals(start.astimezone(UTC), end.astimezone(UTC))
+    if too_large := totals.out_of_int64():
+        raise errors.TotalOutOfRange(too_large[0][0])
+    return totals
 
 
 # Page tokens are opaque to clients: `v1.<account tag>.<sequence>`. The tag ties a token to the account it

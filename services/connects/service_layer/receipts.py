@@ -19,11 +19,25 @@ from services.connects.domain.model import (
 
 @dataclass(frozen=True)
 class Receipt:
-    """The answer to a mutation: its main transaction (and, for a hold, the hold)."""
+    """The answer to a mutation: its main transaction (and, for a hold, the hold).
 
-    transaction: LedgerTransaction
+    IncreaseHold answers the hold's new total (`hold_amount`) and its reason (which authorises a replay); its
+    `transaction` is None when the hold already held that amount (nothing was recorded). Every other
+    mutation's receipt has a transaction.
+    """
+
+    transaction: LedgerTransaction | None
     hold_id: str = ""
     hold_expires_at: datetime | None = None
+    hold_amount: int = 0
+    hold_reason: SpendReason | None = None
+
+    @property
+    def recorded(self) -> LedgerTransaction:
+        """The transaction of a mutation that always records one (all but IncreaseHold)."""
+        if self.transaction is None:
+            raise AssertionError("this receipt records no transaction")
+        return self.transaction
 
 
 def _enum(cls, value):  # type: ignore[no-untyped-def]
@@ -60,12 +74,18 @@ def tx_from_dict(d: dict) -> LedgerTransaction:  # type: ignore[type-arg]
 
 
 def encode(receipt: Receipt) -> bytes:
-    body = {"tx": tx_to_dict(receipt.transaction), "hold_id": receipt.hold_id,
-            "hold_expires_at": receipt.hold_expires_at.isoformat() if receipt.hold_expires_at else ""}
+    body: dict[str, object] = {
+        "tx": tx_to_dict(receipt.transaction) if receipt.transaction else None, "hold_id": receipt.hold_id,
+        "hold_expires_at": receipt.hold_expires_at.isoformat() if receipt.hold_expires_at else ""}
+    if receipt.hold_reason is not None:  # IncreaseHold only: earlier answers keep their exact encoding
+        body["hold_amount"] = receipt.hold_amount
+        body["hold_reason"] = receipt.hold_reason.value
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 def decode(data: bytes) -> Receipt:
     body = json.loads(data)
     expires = body["hold_expires_at"]
-    return Receipt(tx_from_dict(body["tx"]), body["hold_id"], datetime.fromisoformat(expires) if expires else None)
+    return Receipt(tx_from_dict(body["tx"]) if body["tx"] else None, body["hold_id"],
+                   datetime.fromisoformat(expires) if expires else None, body.get("hold_amount", 0),
+                   _enum(SpendReason, body.get("hold_reason")))

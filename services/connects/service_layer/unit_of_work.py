@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.connects.domain.model import LedgerTransaction, Lot, Returnable, Wallet
+from services.connects.service_layer.totals import LedgerTotals
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,7 @@ class AbstractLedgerQueries(abc.ABC):
 
     @abc.abstractmethod
     def open_holds(self) -> int: ...
+
+    @abc.abstractmethod
+    def ledger_totals(self, start: datetime, end: datetime) -> LedgerTotals:
+        """The journal's totals (see LedgerTotals) for [start, end), both UTC; sums exact, never int64-bound."""

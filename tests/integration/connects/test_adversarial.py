@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 from services.connects.bootstrap import bootstrap
 from services.connects.config import ConnectsConfig
 from services.connects.domain import commands as c
+from services.connects.domain.commands import DEFAULT_MAX_AMOUNT
 from services.connects.domain.model import MAX_CONNECTS, HoldStatus, LotSource, SpendReason
 from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
@@ -300,19 +301,19 @@ async def test_grpc_unknown_enum_numbers_and_unknown_accounts(stubs):
 
 
 @grpc_test
-async def test_grpc_int64_max_credit_hold_capture_and_concurrent_duplicates(stubs):
+async def test_grpc_business_max_credit_hold_capture_and_concurrent_duplicates(stubs):
     acct = unique("acct")
-    await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=MAX_CONNECTS,
-                                                   source=pb.LOT_SOURCE_BONUS))
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=1,
+        await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct, amount=MAX_CONNECTS,
                                                        source=pb.LOT_SOURCE_BONUS))
-    assert error_of(exc.value) == (grpc.StatusCode.FAILED_PRECONDITION, "BALANCE_LIMIT_EXCEEDED")
-    hold_req = pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=MAX_CONNECTS,
+    assert error_of(exc.value) == (grpc.StatusCode.INVALID_ARGUMENT, "AMOUNT_TOO_LARGE")
+    await stubs["billing"].Credit(pb.CreditRequest(request_id=unique("r"), account_id=acct,
+                                                   amount=DEFAULT_MAX_AMOUNT, source=pb.LOT_SOURCE_BONUS))
+    hold_req = pb.HoldRequest(request_id=unique("r"), account_id=acct, amount=DEFAULT_MAX_AMOUNT,
                               reason=pb.SPEND_REASON_BOOST, ttl=Duration(seconds=3600))
     holds = await asyncio.gather(*(stubs["ads"].Hold(hold_req) for _ in range(8)))
     assert len({h.hold_id for h in holds}) == 1
-    capture = pb.CaptureHoldRequest(request_id=unique("r"), hold_id=holds[0].hold_id, amount=MAX_CONNECTS - 1)
+    capture = pb.CaptureHoldRequest(request_id=unique("r"), hold_id=holds[0].hold_id, amount=DEFAULT_MAX_AMOUNT - 1)
     caps = await asyncio.gather(*(stubs["ads"].CaptureHold(capture) for _ in range(8)))
     assert len({x.transaction.transaction_id for x in caps}) == 1
     balance = await stubs["ads"].GetBalance(pb.GetBalanceRequest(account_id=acct))

@@ -17,9 +17,10 @@ machine is shared and noisy). Then:
 2. ghz drives Spend: 1,000 accounts at full speed (c=64); 1,000 accounts rate-limited (-r) to half
    the median pgbench -c 8 TPS (latency at half load); one hot wallet under 64 concurrent spenders.
 3. The books are checked afterwards (postings sum to zero, wallets match lots).
-Prints a markdown section with the ratios to pgbench and to the bare gRPC server (run_all passes
-its figure in BENCH_GRPC_BASELINE_RPS; alone, this script measures it). Targets: Spend >= pgbench
-TPS, p99 < 25 ms at half that load, >= 1,000 spends/s on one hot wallet.
+Prints a markdown section with the ratios to the bare gRPC server (run with the same ghz settings, one
+run interleaved with each round) and to pgbench. Targets (issue "ledger hot path"): Spend throughput
+>= 0.35x the bare server, p99 < 25 ms at half of Spend's own capacity, one hot wallet no slower than
+1,000 accounts. Exits 1 if the books do not balance afterwards. Throughput counts OK calls only.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sqlalchemy.engine import make_url
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
+from tests.load.run_all import bare_run, bare_server
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNTS = 1000
@@ -135,7 +137,7 @@ def seed(port: int, secret: bytes, accounts: list[str]) -> None:
             f.result(timeout=60)
 
 
-def check_books(db_url: str) -> str:
+def check_books(db_url: str) -> tuple[bool, str]:
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         total = conn.execute(sa.text("SELECT coalesce(sum(amount), 0) FROM postings")).scalar_one()
@@ -145,8 +147,8 @@ def check_books(db_url: str) -> str:
             "GROUP BY account_id) l USING (account_id) WHERE w.available <> l.r")).scalar_one()
     engine.dispose()
     ok = total == 0 and bad == 0
-    return f"books {'balance' if ok else 'DO NOT BALANCE'}: sum(postings)={total}, wallets≠lots: {bad}, " \
-           f"SPEND entries: {txs:,}"
+    return ok, (f"books {'balance' if ok else 'DO NOT BALANCE'}: sum(postings)={total}, wallets≠lots: {bad}, "
+                f"SPEND entries: {txs:,}")
 
 
 def outbox_backlog(db_url: str) -> str:
@@ -168,27 +170,24 @@ def batch_sizes(metrics_port: int) -> str:
     return f"mean group-commit batch: {total / max(count, 1):.1f} commands over {count:,.0f} commits"
 
 
-def grpc_baseline_rps() -> float:
-    if value := os.environ.get("BENCH_GRPC_BASELINE_RPS"):
-        return float(value)
-    from tests.load.run_all import echo_baseline_results
-
-    return median_result(echo_baseline_results()).rps
-
-
 def _runs(results: list[LoadResult], what: str = "rps") -> str:
     return ", ".join(f"{r.rps:,.0f}" if what == "rps" else f"{r.p99_ms:.1f}" for r in results)
 
 
 def main() -> int:
+    with bare_server() as (bare_target, bare_descriptors):
+        return run(bare_target, bare_descriptors)
+
+
+def run(bare_target: str, bare_descriptors: str) -> int:
     started = time.monotonic()
-    bare = grpc_baseline_rps()
     admin = admin_engine()
     dbs = [scratch_db(admin, "pgbench"), scratch_db(admin, "connects")]
     secret = secrets.token_hex(32).encode()
     secret_file = Path(tempfile.mkstemp()[1])
     secret_file.write_bytes(secret)
     proc = relay = None
+    bares: list[LoadResult] = []
     pg8: list[float] = []
     pg64: list[float] = []
     try:
@@ -208,7 +207,8 @@ def main() -> int:
         kw = {"metadata": md, "protoset_file": descriptors, "connections": 16}
         run_ghz("warm-up", target, SPEND, data=many, total=3000, concurrency=32, **kw)
         fulls = []
-        for _ in range(ROUNDS):  # interleaved, so that the machine's noise falls on both alike
+        for _ in range(ROUNDS):  # interleaved, so that the machine's noise falls on all alike
+            bares.append(bare_run(bare_target, bare_descriptors))
             pg8.append(pgbench_tps(dbs[0], 8))
             pg64.append(pgbench_tps(dbs[0], 64))
             fulls.append(run_ghz(f"Spend, {ACCOUNTS} accounts, c=64", target, SPEND, data=many,
@@ -225,7 +225,8 @@ def main() -> int:
         hots = [run_ghz("Spend, one hot wallet, 64 concurrent spenders", target, SPEND, data=hot,
                         duration=DURATION, concurrency=64, **kw) for _ in range(ROUNDS)]
         batches = batch_sizes(metrics_port)
-        books = check_books(db_url) + f"; {outbox_backlog(db_url)}"
+        balanced, books = check_books(db_url)
+        books += f"; {outbox_backlog(db_url)}"
     finally:
         for p in (proc, relay):
             if p is not None:
@@ -236,18 +237,19 @@ def main() -> int:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         secret_file.unlink(missing_ok=True)
     full, hot_r = median_result(fulls), median_result(hots)
+    bare = median_result(bares).rps
     half = median_result(halves, key=lambda r: r.p99_ms)
     own_r = median_result(owns, key=lambda r: r.p99_ms)
     verdict = [
-        f"- Spend throughput / pgbench -c 8 TPS: **{full.rps / tps:.2f}x** (target >= 1): "
-        f"{'met' if full.rps >= tps else 'NOT met'}; / pgbench -c 64 TPS (same concurrency): "
-        f"**{full.rps / tps64:.2f}x**; / bare grpc.aio server: **{full.rps / bare:.2f}x** ({bare:,.0f} req/s)",
-        f"- p99 at half pgbench -c 8 load: **{half.p99_ms:.1f} ms** (target < 25 ms): "
-        f"{'met' if half.p99_ms < 25 else 'NOT met'}; achieved {half.rps:,.0f} of {tps / 2:,.0f} req/s asked",
-        f"- p99 at half of Spend's own capacity ({own_r.rps:,.0f} req/s, not saturated): **{own_r.p99_ms:.1f} ms**"
-        " (for reading the latency design apart from the throughput gap)",
-        f"- one hot wallet: **{hot_r.rps:,.0f} spends/s** (target >= 1,000): "
-        f"{'met' if hot_r.rps >= 1000 else 'NOT met'}",
+        f"- Spend throughput / bare grpc.aio server (same ghz settings, interleaved): **{full.rps / bare:.2f}x** "
+        f"(target >= 0.35): {'met' if full.rps >= 0.35 * bare else 'NOT met'} (bare runs: {_runs(bares)} req/s)",
+        f"- p99 at half of Spend's own capacity ({own_r.rps:,.0f} req/s): **{own_r.p99_ms:.1f} ms** "
+        f"(target < 25 ms): {'met' if own_r.p99_ms < 25 else 'NOT met'}",
+        f"- one hot wallet / {ACCOUNTS} accounts: **{hot_r.rps / full.rps:.2f}x** ({hot_r.rps:,.0f} spends/s; "
+        f"target >= 1, no slower): {'met' if hot_r.rps >= full.rps else 'NOT met'}",
+        f"- Spend / pgbench tpcb-like -c 8: {full.rps / tps:.2f}x; / -c 64 (same concurrency): "
+        f"{full.rps / tps64:.2f}x; p99 at half pgbench -c 8 TPS: {half.p99_ms:.1f} ms "
+        f"(achieved {half.rps:,.0f} of {tps / 2:,.0f} req/s asked)",
     ]
     print("\n".join([
         "## connects: Spend through gRPC on PostgreSQL vs pgbench (same server, same run)", "",
@@ -264,6 +266,9 @@ def main() -> int:
         f"status codes (median runs; ghz counts the calls in flight when -z ends as Unavailable): "
         f"full {full.status}, half {half.status}, hot {hot_r.status}",
         f"_bench_spend took {time.monotonic() - started:.0f}s_", ""]))
+    if not balanced:
+        print(f"bench_spend: the books do not balance after the runs: {books}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from services.connects.domain.model import (
+    SYSTEM_ACCOUNTS,
     HoldStatus,
     LedgerTransaction,
     Lot,
@@ -16,6 +17,7 @@ from services.connects.domain.model import (
     Wallet,
     job_of,
 )
+from services.connects.service_layer.totals import Issued, LedgerTotals
 from services.connects.service_layer.unit_of_work import (
     AbstractLedgerQueries,
     AbstractLedgerUnitOfWork,
@@ -60,6 +62,23 @@ class FakeLedgerStore(AbstractLedgerQueries):
 
     def open_holds(self):
         return sum(h.status is HoldStatus.OPEN for w in self.wallets.values() for h in w.holds.values())
+
+    def ledger_totals(self, start, end):
+        balances = dict.fromkeys(SYSTEM_ACCOUNTS, 0)
+        totals = LedgerTotals(start, end, balances)
+        for tx in self.transactions_by_id.values():
+            if tx.occurred_at < end:
+                for p in tx.postings:
+                    if p.ledger_account in balances:
+                        balances[p.ledger_account] += p.amount
+            if not start <= tx.occurred_at < end:
+                continue
+            if tx.kind is TransactionKind.CREDIT:
+                before = totals.issued.get(tx.source, Issued(0, 0))
+                totals.issued[tx.source] = Issued(before.connects + tx.amount, before.transactions + 1)
+            for m in tx.movements:
+                totals.add_moved(tx.kind, tx.spend_reason, m.origin_source, m.amount)
+        return totals
 
     def uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)

@@ -68,6 +68,31 @@ class WalletMachine(RuleBasedStateMachine):
             self._do(self.wallet.capture, hold_id=self.hold_ids[pick % len(self.hold_ids)], amount=amount,
                      now=self.now)
 
+    @rule(pick=st.integers(min_value=0), delta=st.integers(min_value=-5, max_value=60))
+    def increase_hold(self, pick, delta):
+        if not self.hold_ids:
+            return
+        # Mostly holds that exist (open ones first, so increases succeed often); now and then an unknown one.
+        known = sorted(self.wallet.holds, key=lambda h: self.wallet.holds[h].status is not HoldStatus.OPEN)
+        pool = known[:1 + pick % 3] if known and pick % 5 else self.hold_ids
+        hold_id = pool[pick % len(pool)]
+        hold = self.wallet.holds.get(hold_id)
+        held_before = hold.amount if hold else 0
+        new_amount = max(1, held_before + delta)
+        available, held, n = self.wallet.available, self.wallet.held, len(self.journal)
+        self._do(self.wallet.increase_hold, hold_id=hold_id, new_amount=new_amount, now=self.now)
+        recorded = self.journal[n:]
+        grew = [tx for tx in recorded if tx.kind is TransactionKind.HOLD]
+        if grew:
+            (tx,) = grew
+            assert tx.hold_id == hold_id and tx.amount == new_amount - held_before
+            assert self.wallet.holds[hold_id].amount == new_amount
+            assert self.wallet.held == held + tx.amount
+        elif not recorded:
+            assert (self.wallet.available, self.wallet.held) == (available, held), "a refusal changes nothing"
+            if hold is not None:
+                assert hold.amount == held_before
+
     @rule(pick=st.integers(min_value=0))
     def release(self, pick):
         if self.hold_ids:
@@ -119,6 +144,17 @@ class WalletMachine(RuleBasedStateMachine):
         assert w.available + w.held == sum(lot.remaining + lot.held for lot in w.lots.values())
         open_holds = [h for h in w.holds.values() if h.status is HoldStatus.OPEN]
         assert w.held == sum(h.amount for h in open_holds)
+
+    @invariant()
+    def each_lot_holds_what_the_open_holds_allocate_from_it(self):
+        allocated: Counter[str] = Counter()
+        for hold in self.wallet.holds.values():
+            assert sum(a.amount for a in hold.allocations) == hold.amount
+            assert len({a.lot_id for a in hold.allocations}) == len(hold.allocations), "one allocation per lot"
+            if hold.status is HoldStatus.OPEN:
+                for a in hold.allocations:
+                    allocated[a.lot_id] += a.amount
+        assert {lot_id: lot.held for lot_id, lot in self.wallet.lots.items() if lot.held} == dict(allocated)
 
     @invariant()
     def each_hold_resolves_at_most_once(self):
