@@ -12,7 +12,7 @@ from adsmon.type.v1 import money_pb2
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from services.billing.domain import revenue
-from services.billing.domain.revenue import EntryKind, LedgerTx, Movement, Outcome
+from services.billing.domain.revenue import LedgerTx, Movement, Summary
 from services.kit.kafka import decode_payload, make_event, payload_registry
 
 LEDGER_REGISTRY = payload_registry(events_pb2.LedgerTransactionRecorded)
@@ -71,21 +71,21 @@ PRODUCT_PB = {revenue.Product.PROPOSALS: billing_pb2.PRODUCT_PROPOSALS,
               revenue.Product.PROMOTED_PROFILES: billing_pb2.PRODUCT_PROMOTED_PROFILES}
 
 
-def outcome_events(tx: LedgerTx, out: Outcome) -> list[Event]:
+def outcome_events(tx: LedgerTx, out: Summary) -> list[Event]:
     """RevenueRecognised (one per product) and BreakageRecognised for one transaction's outcome.
 
     Event ids derive from the ledger transaction, so a replay that got past de-duplication would
     still publish the same ids (and consumers of billing.events.v1 drop the copy)."""
     events = []
-    for product, (connects, cents) in sorted(out.recognised().items()):
+    for product, (connects, cents) in sorted(out.recognised.items()):
         msg = billing_events.RevenueRecognised(account_id=tx.account_id, product=PRODUCT_PB[product],
                                                connects=connects, amount=money(cents),
                                                ledger_transaction_id=tx.transaction_id)
         events.append(make_event(msg, tx.account_id, PRODUCER, event_id=f"revenue:{tx.transaction_id}:{product}",
                                  occurred_at=tx.occurred_at))
-    connects, cents = out.total(EntryKind.BREAKAGE)
-    if connects:
-        msg2 = billing_events.BreakageRecognised(account_id=tx.account_id, connects=connects, amount=money(cents),
+    if out.breakage_connects:
+        msg2 = billing_events.BreakageRecognised(account_id=tx.account_id, connects=out.breakage_connects,
+                                                 amount=money(out.breakage_cents),
                                                  ledger_transaction_id=tx.transaction_id)
         events.append(make_event(msg2, tx.account_id, PRODUCER, event_id=f"breakage:{tx.transaction_id}",
                                  occurred_at=tx.occurred_at))

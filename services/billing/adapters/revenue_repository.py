@@ -46,6 +46,17 @@ class BooksRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = is_postgres(conn)
+        self._iso: dict[datetime, str] = {}
+
+    def _t(self, value: datetime) -> datetime | str:
+        """A timestamp for a bulk row: on PostgreSQL its ISO text, rendered once per distinct time (the
+        rows of one ledger transaction share it), which the JSON row encoder then copies as is."""
+        if not self.pg:
+            return value
+        text = self._iso.get(value)
+        if text is None:
+            text = self._iso[value] = value.isoformat()
+        return text
 
     def _among(self, column: sa.ColumnElement[str], values: Iterable[str]) -> list[sa.ColumnElement[bool]]:
         """`column` is one of `values`: one array parameter on PostgreSQL (`= ANY`), IN-lists elsewhere."""
@@ -74,7 +85,7 @@ class BooksRepository:
 
     def mark_processed(self, group: str, rows: list[dict[str, Any]]) -> set[str]:
         """processed_events rows of the batch (keys as the kit's table); returns the event ids that are new."""
-        now = datetime.now(UTC)
+        now = self._t(datetime.now(UTC))
         return self._insert_returning(PROCESSED, [{**r, "consumer_group": group, "processed_at": now}
                                                   for r in rows], "event_id")
 
@@ -84,7 +95,7 @@ class BooksRepository:
         rows = [{"transaction_id": tx.transaction_id, "account_id": tx.account_id, "sequence": tx.sequence,
                  "kind": tx.kind, "source_or_reason": tx.source or tx.reason, "amount": tx.amount,
                  "purchased_connects": tx.purchased_connects, "cents": cents, "reference": tx.reference[:256],
-                 "balance_after": tx.balance_after, "occurred_at": tx.occurred_at} for tx, cents in txs]
+                 "balance_after": tx.balance_after, "occurred_at": self._t(tx.occurred_at)} for tx, cents in txs]
         return self._insert_returning(revenue_transactions, rows, "transaction_id")
 
     def preload(self, lot_ids: Iterable[str], purchase_ids: Iterable[str]) -> tuple[dict[str, RevenueLot],
@@ -138,14 +149,15 @@ class BooksRepository:
             {"lot_id": lot.lot_id, "account_id": lot.account_id, "purchase_id": lot.purchase_id,
              "connects_total": lot.connects_total, "cents_total": lot.cents_total,
              "connects_remaining": lot.connects_remaining, "cents_remaining": lot.cents_remaining,
-             "returned": lot.returned, "transaction_id": tx_id, "created_at": at} for lot, tx_id, at in new_lots]
+             "returned": lot.returned, "transaction_id": tx_id, "created_at": self._t(at)}
+            for lot, tx_id, at in new_lots]
         changed = [{"lot_id": lot.lot_id, "connects_remaining": lot.connects_remaining,
                     "cents_remaining": lot.cents_remaining} for lot in {id(x): x for x in changed_lots}.values()]
         entry_rows = [
             {"transaction_id": e.transaction_id, "position": e.position, "kind": e.kind.value,
              "account_id": e.account_id, "lot_id": e.lot_id, "purchase_id": e.purchase_id,
              "product": e.product.value if e.product else None, "connects": e.connects, "cents": e.cents,
-             "deferred_delta": e.deferred_delta, "occurred_at": e.occurred_at} for e in entries]
+             "deferred_delta": e.deferred_delta, "occurred_at": self._t(e.occurred_at)} for e in entries]
         if self.pg:
             with bulk.pg_pipeline(self.conn) as pipe:
                 pipe.insert_rows(revenue_lots, lot_rows)

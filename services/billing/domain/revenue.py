@@ -179,6 +179,31 @@ class Outcome:
         picked = [e for e in self.entries if e.kind is kind]
         return sum(e.connects for e in picked), sum(e.cents for e in picked)
 
+    def summary(self) -> Summary:
+        """Recognised per product, breakage and the change of deferred revenue, in one pass."""
+        s = Summary()
+        for e in self.entries:
+            kind = e.kind
+            s.deferred_delta += DEFERRED_SIGN[kind] * e.cents
+            if kind is _RECOGNISED and e.product is not None:
+                c, v = s.recognised.get(e.product, (0, 0))
+                s.recognised[e.product] = (c + e.connects, v + e.cents)
+            elif kind is _BREAKAGE:
+                s.breakage_connects += e.connects
+                s.breakage_cents += e.cents
+        return s
+
+
+@dataclass
+class Summary:
+    recognised: dict[Product, tuple[int, int]] = field(default_factory=dict)
+    breakage_connects: int = 0
+    breakage_cents: int = 0
+    deferred_delta: int = 0
+
+
+_RECOGNISED, _BREAKAGE = EntryKind.RECOGNISED, EntryKind.BREAKAGE
+
 
 def lot_ids_needed(tx: LedgerTx) -> list[str]:
     """The existing lots `apply` reads for `tx` (RETURN and CREDIT create theirs)."""

@@ -102,20 +102,24 @@ def apply_ledger_batch(conn: Connection, items: Sequence[LedgerItem], *, group: 
             new_lots.append((lot, tx.transaction_id, tx.occurred_at))
         changed.extend(out.changed_lots)
         entries.extend(out.entries)
-        recognised = [e for e in out.entries if e.kind is EntryKind.RECOGNISED]
+        recognised = [e for e in out.entries if e.kind is _RECOGNISED]
         if recognised:
             returned[tx.transaction_id] = recognised  # a RETURN later in this batch finds it
-        events.extend(outcome_events(tx, out))
-        for product, (connects, cents) in out.recognised().items():
+        summary = out.summary()
+        events.extend(outcome_events(tx, summary))
+        for product, (connects, cents) in summary.recognised.items():
             result.add_recognised(product, connects, cents)
-        result.breakage_cents += out.total(EntryKind.BREAKAGE)[1]
-        result.deferred_delta += sum(e.deferred_delta for e in out.entries)
+        result.breakage_cents += summary.breakage_cents
+        result.deferred_delta += summary.deferred_delta
     # Lots created in this batch are inserted with their state after the batch; no update needed for them.
     created_now = {lot.lot_id for lot, _, _ in new_lots}
     repo.save(new_lots, [lot for lot in changed if lot.lot_id not in created_now], entries,
               outbox.outbox_rows((events_topic, e) for e in events))
     result.applied = len(txs)
     return result
+
+
+_RECOGNISED = EntryKind.RECOGNISED
 
 
 def _cash_of(tx: LedgerTx, cash: dict[str, int], lots: dict[str, RevenueLot]) -> int:
