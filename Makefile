@@ -12,7 +12,8 @@ GRPC_TOOLS_PROTO = $(shell $(PY) -c 'import grpc_tools,os;print(os.path.dirname(
 DB ?= sqlite
 PYTEST_ARGS ?=
 
-.PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run bench clean
+.PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run demo snapshot \
+        dashboards bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,13 +61,28 @@ test-unit: protos secrets ## unit tests only (no PostgreSQL or Kafka; promtool f
 	deploy/local/prometheus.sh install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
 
-lint: protos ## ruff, proto lint (buf)
+lint: protos ## ruff, mypy over services/ (config in pyproject.toml), proto lint (buf)
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	deploy/local/protolint.sh
 
-run: protos secrets infra ## run the whole suite (infra + connects, ads, billing); Ctrl-C stops it all
+run: protos secrets infra ## run the suite (infra, connects, ads, billing, Prometheus), restarting crashed services; Ctrl-C stops it all
 	set -a; source $(LOCAL)/env; set +a; DB=$(DB) $(PY) deploy/run_suite.py; \
 	  status=$$?; if [ -z "$(KEEP_INFRA)" ]; then $(MAKE) --no-print-directory infra-stop; fi; exit $$status
+
+RATE ?= 20
+DURATION ?=
+SEED ?= 1
+demo: protos secrets ## marketplace traffic against `make run` (RATE=events/s DURATION=s SEED=n; Ctrl-C stops)
+	set -a; source $(LOCAL)/env; set +a; $(PY) -m deploy.sim --rate $(RATE) --seed $(SEED) \
+	  $(if $(DURATION),--duration $(DURATION)) $(if $(FLOWS),--flows $(FLOWS))
+
+MINUTES ?= 15
+snapshot: protos ## draw every dashboard panel from `make run`'s Prometheus into .local/snapshot.png (MINUTES=15)
+	$(PY) -m deploy.grafana.snapshot --minutes $(MINUTES)
+
+dashboards: venv ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
+	$(PY) -m deploy.grafana.generate
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
 	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py

@@ -1,7 +1,9 @@
-"""`python -m services.ads`: run the ads service until SIGTERM."""
+"""`python -m services.ads [serve [--processes N] | migrate | relay]` (see services.kit.main)."""
 
-from services.ads.bootstrap import build_app
-from services.ads.config import AdsConfig
-from services.kit.server import run_main
+import sys
 
-raise SystemExit(run_main("ads", build_app, AdsConfig.from_env))
+from services.ads.bootstrap import SPEC
+from services.kit.main import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(SPEC, sys.argv[1:]))

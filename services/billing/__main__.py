@@ -1,7 +1,9 @@
-"""`python -m services.billing`: run the billing service until SIGTERM."""
+"""`python -m services.billing [serve [--processes N] | migrate | relay]` (see services.kit.main)."""
 
-from services.billing.bootstrap import build_app
-from services.billing.config import BillingConfig
-from services.kit.server import run_main
+import sys
 
-raise SystemExit(run_main("billing", build_app, BillingConfig.from_env))
+from services.billing.bootstrap import SPEC
+from services.kit.main import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(SPEC, sys.argv[1:]))

@@ -153,13 +153,13 @@ class GrpcConnectsClient(AbstractConnectsClient):
 
     def credit(self, request_id: str, account_id: str, amount: int, source: str, reference: str) -> Move:
         r = self._call("Credit", pb.CreditRequest(request_id=request_id, account_id=account_id, amount=amount,
-                                                  source=pb.LotSource.Value(f"LOT_SOURCE_{source}"),
+                                                  source=f"LOT_SOURCE_{source}",
                                                   reference=reference), retry=True)
         return _move(r.transaction)
 
     def spend(self, request_id: str, account_id: str, amount: int, reason: str, reference: str) -> Move:
         r = self._call("Spend", pb.SpendRequest(request_id=request_id, account_id=account_id, amount=amount,
-                                                reason=pb.SpendReason.Value(f"SPEND_REASON_{reason}"),
+                                                reason=f"SPEND_REASON_{reason}",
                                                 reference=reference), retry=True)
         return _move(r.transaction)
 
@@ -167,7 +167,7 @@ class GrpcConnectsClient(AbstractConnectsClient):
              ttl: timedelta) -> Move:
         r = self._call("Hold", pb.HoldRequest(
             request_id=request_id, account_id=account_id, amount=amount,
-            reason=pb.SpendReason.Value(f"SPEND_REASON_{reason}"), reference=reference,
+            reason=f"SPEND_REASON_{reason}", reference=reference,
             ttl=duration_pb2.Duration(seconds=int(ttl.total_seconds()))), retry=True)
         return _move(r.transaction, r.hold_id)
 

@@ -18,8 +18,6 @@ class ConnectsConfig:
     batch_workers: int
     expiry_interval_seconds: float
     consume_jobs: bool
-    relay_in_process: bool
-    processes: int = 1
     max_amount: int = DEFAULT_MAX_AMOUNT
 
     @classmethod
@@ -31,10 +29,6 @@ class ConnectsConfig:
             batch_workers=env.int("BATCH_WORKERS", 1, lo=1, hi=64),
             expiry_interval_seconds=env.float("EXPIRY_INTERVAL_SECONDS", 30.0, lo=0.1, hi=86_400.0),
             consume_jobs=env.bool("CONSUME_JOBS", True),
-            # false: run `python -m services.connects relay` beside the servers (its own GIL and CPU).
-            relay_in_process=env.bool("RELAY_IN_PROCESS", True),
-            # >1: that many serving processes share the gRPC port (services.kit.server.run_processes).
-            processes=env.int("PROCESSES", 1, lo=1, hi=64),
             # The most Connects one Credit, Spend, Hold, IncreaseHold or Capture may move (AMOUNT_TOO_LARGE above).
             max_amount=env.int("MAX_AMOUNT", DEFAULT_MAX_AMOUNT, lo=1, hi=MAX_AMOUNT),
         )

@@ -131,22 +131,18 @@ class Policy:
                                    caller=caller, method=method)
 
 
-def require_caller(allowed: Iterable[str], what: str) -> None:
-    """Service-layer check: raise PermissionDenied unless the current caller is in `allowed`."""
-    caller = current_caller()
-    if caller not in set(allowed):
-        raise PermissionDenied("CALLER_NOT_ALLOWED", f"caller {caller!r} may not {what}",
-                               caller=caller)
-
-
 def main(argv: list[str]) -> int:
     """`python -m services.kit.auth mint <caller> [ttl]`: print a token (secret from env)."""
-    from services.kit.config import Env
+    from services.kit.config import ConfigError, Env
 
-    if len(argv) < 2 or argv[0] != "mint":
+    if not 2 <= len(argv) <= 3 or argv[0] != "mint" or (len(argv) == 3 and not argv[2].isdigit()):
         print("usage: python -m services.kit.auth mint <caller> [ttl_seconds]", file=sys.stderr)
         return 2
-    secret = Env("cli").secret("AUTH_SECRET")
+    try:
+        secret = Env("cli").secret("AUTH_SECRET")
+    except ConfigError as exc:  # a missing or unreadable secret is one line, not a traceback
+        print(f"auth: {exc}", file=sys.stderr)
+        return 2
     ttl = int(argv[2]) if len(argv) > 2 else 3600
     print(mint_token(secret, argv[1], ttl_seconds=ttl))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -49,7 +50,8 @@ class _SyncClientInterceptor(grpc.UnaryUnaryClientInterceptor):
         self.token_source = token_source
         self.default_timeout = default_timeout
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], client_call_details: Any,
+                                    request: Any) -> Any:
         method = client_call_details.method
         grpc_service, grpc_method = metrics.split_method(method.decode() if isinstance(method, bytes) else method)
         labels = ("unary", grpc_service, grpc_method)

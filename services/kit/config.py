@@ -7,6 +7,7 @@ wins over the default. Every value is validated here, not where it is used.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Mapping
@@ -33,7 +34,9 @@ class Env:
                 return key, self.environ[key].strip()
         return f"ADSMON_{self.service.upper()}_{name}", None
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+    # Method names shadow the builtins inside the class body: annotations say builtins.<type>.
+    def str(self, name: builtins.str, default: builtins.str | None = None, *,
+            required: builtins.bool = False) -> builtins.str:
         key, value = self._lookup(name)
         if value:
             return value
@@ -41,7 +44,7 @@ class Env:
             raise ConfigError(f"missing setting {key}")
         return default
 
-    def int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, lo: builtins.int, hi: builtins.int) -> builtins.int:
         key, value = self._lookup(name)
         if not value:
             return default
@@ -53,7 +56,8 @@ class Env:
             raise ConfigError(f"{key}={number} is out of range [{lo}, {hi}]")
         return number
 
-    def float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float, *, lo: builtins.float,
+              hi: builtins.float) -> builtins.float:
         key, value = self._lookup(name)
         if not value:
             return default
@@ -65,7 +69,7 @@ class Env:
             raise ConfigError(f"{key}={number} is out of range [{lo}, {hi}]")
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         key, value = self._lookup(name)
         if not value:
             return default
@@ -75,10 +79,10 @@ class Env:
             return False
         raise ConfigError(f"{key}={value!r} is not a boolean (true/false)")
 
-    def port(self, name: str, default: int) -> int:
+    def port(self, name: builtins.str, default: builtins.int) -> builtins.int:
         return self.int(name, default, lo=1, hi=65535)
 
-    def secret(self, name: str) -> bytes:
+    def secret(self, name: builtins.str) -> bytes:
         """A secret from `<NAME>_FILE` (preferred) or `<NAME>`; never echoed in errors."""
         file_key, path = self._lookup(f"{name}_FILE")
         if path:
@@ -120,6 +124,13 @@ class ServiceConfig:
     db_pool_size: int
     kafka_group_prefix: str = ""
     kafka_topic_prefix: str = ""
+    # SO_REUSEPORT on the gRPC port: several processes share it (the kernel spreads connections). Off by
+    # default: a second server on a taken port is then an error, not a silent neighbour.
+    grpc_reuse_port: bool = False
+    # >1: that many serving processes share the gRPC port (services.kit.server.run_processes).
+    processes: int = 1
+    # false: run `python -m services.<svc> relay` beside the servers (its own GIL and CPU).
+    relay_in_process: bool = True
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -160,4 +171,7 @@ class ServiceConfig:
             db_pool_size=env.int("DB_POOL_SIZE", 10, lo=1, hi=200),
             kafka_group_prefix=env.str("KAFKA_GROUP_PREFIX", ""),
             kafka_topic_prefix=_topic_prefix(env.str("KAFKA_TOPIC_PREFIX", "")),
+            grpc_reuse_port=env.bool("GRPC_REUSE_PORT", False),
+            processes=env.int("PROCESSES", 1, lo=1, hi=64),
+            relay_in_process=env.bool("RELAY_IN_PROCESS", True),
         )

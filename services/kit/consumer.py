@@ -15,16 +15,15 @@ until it works, never dead-lettered.
 
 Wiring a service:
 
-    MIGRATIONS = [..., consumer.processed_events_migration(4)]
-    c = IdempotentConsumer(engine, bootstrap, "billing-revenue", [LEDGER_TOPIC], handle_ledger_event,
-                           service="billing")
-    c.start()  ...  c.stop()
+    versions/000N_processed_events.py: kit.migrations.create_processed_events_table() (+ the purge index)
+    c = kit.bootstrap.consumer(config, engine, "billing-revenue", topics.CONSUMES, handle_ledger_event,
+                               after_commit=relay.wake)   # the handler's outbox rows go out at once
+    App(..., components=[c])                              # a kit.worker.Worker: serve() starts and stops it
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from services.kit import backoff, errors
-from services.kit.db import Migration, is_postgres
+from services.kit.db import is_postgres
 from services.kit.kafka import (
     MAX_ID_LENGTH,
     UndecodableEvent,
@@ -50,6 +49,7 @@ from services.kit.kafka import (
     make_consumer,
     make_producer,
 )
+from services.kit.worker import Stopped, Worker
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +100,6 @@ def processed_events_table(metadata: sa.MetaData) -> sa.Table:
 PROCESSED = processed_events_table(sa.MetaData())
 
 
-def create_tables(conn: Connection) -> None:
-    """Create processed_events; call it from one of the service's migrations."""
-    PROCESSED.create(conn, checkfirst=True)
-
-
-def processed_events_migration(version: int, name: str = "processed_events table") -> Migration:
-    return Migration(version, name, create_tables)
-
-
-def _create_indexes(conn: Connection) -> None:
-    for index in PROCESSED.indexes:
-        index.create(conn, checkfirst=True)
-
-
-def processed_events_purge_index_migration(version: int) -> Migration:
-    """Adds the purge index to a processed_events table created before it existed (no-op on newer ones)."""
-    return Migration(version, "processed_events purge index", _create_indexes)
-
-
 def _is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, UndecodableEvent):
         return True
@@ -139,12 +120,8 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
-class _Stopping(Exception):
-    pass
-
-
-class IdempotentConsumer:
-    """Consumes `topics` as `group_id` on its own thread and applies each event once."""
+class IdempotentConsumer(Worker):
+    """Consumes `topics` as `group_id` on its own thread (a `kit.worker.Worker`) and applies each event once."""
 
     def __init__(
         self, engine: Engine, bootstrap: str, group_id: str, topics: Sequence[str], handler: Handler,
@@ -153,15 +130,19 @@ class IdempotentConsumer:
         retry_initial: float = 0.2, retry_max: float = 5.0, outage_backoff_max: float = 30.0,
         poll_timeout_ms: int = 500, lag_interval: float = 5.0, dlq_timeout: float = 30.0,
         retention: timedelta = timedelta(days=8), purge_interval: float = 600.0, topic_prefix: str = "",
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        # interval 0: the poll itself waits up to poll_timeout_ms for records.
+        super().__init__(f"consumer-{group_id}", service=service, interval=0.0, error_backoff_initial=retry_initial,
+                         error_backoff_max=outage_backoff_max)
         self.engine = engine
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.topics = [topic_prefix + t for t in topics]  # the prefix namespaces an environment
         self.handler = handler
-        self.service = service
+        self._after_commit = after_commit
         self.max_attempts = max_attempts
         self._consumer_factory = consumer_factory or (
             lambda: make_consumer(bootstrap, group_id=group_id, client_id=f"{service}-consumer"))
@@ -173,8 +154,6 @@ class IdempotentConsumer:
         self.poll_timeout_ms = poll_timeout_ms
         self.lag_interval = lag_interval
         self.dlq_timeout = dlq_timeout
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
         self._next_lag = 0.0
         # Keep ids longer than Kafka keeps records (7 days by default): a redelivery is always recognised.
@@ -183,52 +162,28 @@ class IdempotentConsumer:
         self._next_purge = time.monotonic() + purge_interval
         self._insert = postgresql.insert if is_postgres(engine) else sqlite.insert
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (kit.worker.Worker) -------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("consumer already started")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{self.service}-consumer-{self.group_id}",
-                                        daemon=True)
-        self._thread.start()
+    def run_once(self) -> int:
+        """Join the group if not yet in it, then poll and resolve one batch (see `poll_once`)."""
+        if self._consumer is None:
+            self._consumer = self._subscribed_consumer()
+        return self.poll_once()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Finish or abandon the record in hand, commit what is applied, leave the group."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("consumer %s did not stop within %.1fs", self.group_id, timeout)
-            self._thread = None
-        if self._owns_dlq_producer:
-            self._close_dlq_producer()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                if self._consumer is None:
-                    self._consumer = self._subscribed_consumer()
-                self.poll_once()
-                failures = 0
-            except _Stopping:
-                break
-            except Exception as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("consumer %s: Kafka failure, retrying: %s", self.group_id, describe_error(exc))
-                self._stopping.wait(backoff.exponential(self.retry_initial, self.outage_backoff_max, failures))
+    def teardown(self) -> None:
+        """Leave the group (offsets of applied records are already committed)."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
                 consumer.close(autocommit=False)
             except Exception:
                 log.debug("closing consumer %s failed", self.group_id, exc_info=True)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish or abandon the record in hand, commit what is applied, leave the group."""
+        super().stop(timeout)
+        if self._owns_dlq_producer:
+            self._close_dlq_producer()
 
     def _subscribed_consumer(self) -> KafkaConsumer:
         """A consumer subscribed to our topics, once their partition metadata is known.
@@ -326,8 +281,8 @@ class IdempotentConsumer:
             return self._dead_letter(record, exc, attempts=0)
         attempts = outages = 0
         while True:
-            if self._stopping.is_set():
-                raise _Stopping
+            if self.stopping:
+                raise Stopped
             started = time.perf_counter()
             try:
                 result = self._apply(event, record)
@@ -349,7 +304,7 @@ class IdempotentConsumer:
                              event.event_id, attempts, self.max_attempts, describe_error(exc))
                     delay = backoff.exponential(self.retry_initial, self.retry_max, attempts - 1)
                 processed_total.labels(self.service, topic, RETRIED).inc()
-                self._stopping.wait(delay)
+                self.sleep(delay)
                 continue
             handle_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
             processed_total.labels(self.service, topic, result).inc()
@@ -372,6 +327,12 @@ class IdempotentConsumer:
             if inserted is None:
                 return DUPLICATE
             self.handler(conn, event, record)
+        # Only now is the effect durable (and its outbox rows visible to the relay).
+        if self._after_commit is not None:
+            try:
+                self._after_commit()
+            except Exception:
+                log.warning("consumer %s: after-commit hook failed", self.group_id, exc_info=True)
         return APPLIED
 
     def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> str:
@@ -398,8 +359,8 @@ class IdempotentConsumer:
                                 describe_error(send_exc))
                 if self._owns_dlq_producer:
                     self._close_dlq_producer()
-                if self._stopping.wait(backoff.exponential(self.retry_initial, self.outage_backoff_max, failures)):
-                    raise _Stopping from None
+                if self.sleep(backoff.exponential(self.retry_initial, self.outage_backoff_max, failures)):
+                    raise Stopped from None
         log.warning("consumer %s: dead-lettered %s[%d]@%d after %d attempts: %s", self.group_id,
                     r.topic, r.partition, r.offset, attempts, letter.error)
         dlq_total.labels(self.service, r.topic).inc()

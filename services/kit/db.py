@@ -1,4 +1,4 @@
-"""SQLAlchemy engine setup, schema migrations and a thread pool for blocking DB work.
+"""SQLAlchemy engine setup and a thread pool for blocking DB work (migrations: services.kit.migrations).
 
 Services use synchronous SQLAlchemy (psycopg 3 on PostgreSQL, sqlite3 for the
 embedded default) and run it off the event loop through `Database.run`.
@@ -7,11 +7,9 @@ embedded default) and run it off the event loop through `Database.run`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -76,14 +74,6 @@ def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 
-def describe(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid url>"
-
-
 def check_connection(engine: Engine) -> None:
     """Connect once; raise StartupError with a one-line reason if we cannot."""
     try:
@@ -93,68 +83,6 @@ def check_connection(engine: Engine) -> None:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         where = engine.url.render_as_string(hide_password=True)
         raise StartupError(f"database unreachable at {where}: {reason}") from None
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step. `upgrade` gets a connection inside the migration's transaction.
-
-    Migrations are append-only: never edit one that has shipped; add the next.
-    A migration that creates tables from live SQLAlchemy metadata creates today's
-    shape on a fresh database, so a later migration altering such a table must be
-    idempotent (create with checkfirst, inspect before adding a column).
-    """
-
-    version: int
-    name: str
-    upgrade: Callable[[Connection], None]
-
-
-_schema_versions = sa.Table(
-    "schema_migrations",
-    sa.MetaData(),
-    sa.Column("service", sa.String(64), primary_key=True),
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
-)
-
-
-def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the pending migrations of `service` in order; safe to run concurrently.
-
-    On PostgreSQL a transaction-scoped advisory lock serialises concurrent
-    starters; SQLite's BEGIN IMMEDIATE does the same. Returns applied versions.
-    """
-    versions = [m.version for m in migrations]
-    if versions != sorted(set(versions)):
-        raise ValueError(f"{service} migrations must have unique, increasing versions")
-    applied: list[int] = []
-    with engine.begin() as conn:
-        _schema_versions.create(conn, checkfirst=True)
-    for migration in migrations:
-        with engine.begin() as conn:
-            if is_postgres(conn):
-                key = int.from_bytes(hashlib.sha256(f"migrate:{service}".encode()).digest()[:8],
-                                     "big", signed=True)
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            done = conn.execute(
-                sa.select(_schema_versions.c.version).where(
-                    _schema_versions.c.service == service,
-                    _schema_versions.c.version == migration.version,
-                )
-            ).first()
-            if done:
-                continue
-            log.info("applying migration %s %d %s", service, migration.version, migration.name)
-            migration.upgrade(conn)
-            conn.execute(
-                _schema_versions.insert().values(
-                    service=service, version=migration.version, name=migration.name
-                )
-            )
-            applied.append(migration.version)
-    return applied
 
 
 class Database:
@@ -173,15 +101,3 @@ class Database:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
         self.engine.dispose()
-
-
-def open_database(url: str, service: str, migrations: Sequence[Migration], *, pool_size: int = 10) -> Database:
-    """Engine + connectivity check + migrations: what every service does first at start-up."""
-    engine = make_engine(url, pool_size=pool_size)
-    check_connection(engine)
-    try:
-        migrate(engine, service, migrations)
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise StartupError(f"migrating the {service} database failed: {reason}") from None
-    return Database(engine, workers=pool_size)

@@ -76,6 +76,12 @@ class Aborted(DomainError):
     code = "ABORTED"
 
 
+class Unimplemented(DomainError):
+    """The method is declared in the API but not built (yet)."""
+
+    code = "UNIMPLEMENTED"
+
+
 def require(condition: bool, field: str, message: str, reason: str = "INVALID_FIELD") -> None:
     """Raise InvalidArgument naming `field` unless `condition` holds."""
     if not condition:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.kit import metrics
 from services.kit.auth import PUBLIC_SERVICES, Authenticator, Policy, reset_current_caller, set_current_caller
-from services.kit.errors import DomainError, InvalidArgument
+from services.kit.errors import DomainError, InvalidArgument, Unimplemented
 from services.kit.logging import request_id_var, rpc_method_var
 
 log = logging.getLogger("adsmon.rpc")
@@ -137,9 +137,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             received_total.inc()
             md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
             rid = md.get("x-request-id") or getattr(request, "request_id", "") or uuid.uuid4().hex
-            tokens = [request_id_var.set(rid[:MAX_REQUEST_ID_LEN]), rpc_method_var.set(grpc_method)]
+            rid_token = request_id_var.set(rid[:MAX_REQUEST_ID_LEN])
+            method_token = rpc_method_var.set(grpc_method)
             remaining = context.time_remaining()
-            tokens.append(deadline_var.set(None if remaining is None else time.monotonic() + remaining))
+            deadline_token = deadline_var.set(None if remaining is None else time.monotonic() + remaining)
             caller_token = None
             code = grpc.StatusCode.OK
             try:
@@ -155,7 +156,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument("MALFORMED_REQUEST",
                                           f"the request is not a valid {grpc_method} request message "
                                           f"({request.error}), e.g. a string field that is not UTF-8")
-                response = await inner(request, context)
+                try:
+                    response = await inner(request, context)
+                except NotImplementedError:
+                    # A method the servicer does not override: the generated base class raises this.
+                    raise Unimplemented("UNIMPLEMENTED", f"{grpc_method} is not implemented",
+                                        method=grpc_method) from None
                 sent_total.inc()
                 return response
             except DomainError as exc:
@@ -183,8 +189,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 handling.observe(elapsed)
                 if caller_token is not None:
                     reset_current_caller(caller_token)
-                for var, token in zip((request_id_var, rpc_method_var, deadline_var), tokens, strict=True):
-                    var.reset(token)
+                deadline_var.reset(deadline_token)
+                rpc_method_var.reset(method_token)
+                request_id_var.reset(rid_token)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
@@ -200,7 +207,8 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self.token_source = token_source
         self.default_timeout = default_timeout
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+    async def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], client_call_details: Any,
+                                    request: Any) -> Any:
         grpc_service, grpc_method = metrics.split_method(
             client_call_details.method.decode() if isinstance(client_call_details.method, bytes)
             else client_call_details.method

@@ -1,4 +1,7 @@
-"""Kafka plumbing every service shares: topic names, client factories, the event envelope.
+"""Kafka plumbing every service shares: DLQ naming, client factories, the event envelope.
+
+Topic names belong to the services that produce and consume them
+(`services/<svc>/adapters/topics.py`); the kit only derives `<topic>.dlq`.
 
 Factories only build clients; nothing connects at import time. Producers are
 idempotent with acks=all so a retried send never duplicates or reorders a
@@ -19,11 +22,6 @@ from google.protobuf import message as pb_message
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 
-LEDGER_TOPIC = "connects.ledger.v1"
-ADS_TOPIC = "ads.events.v1"
-BILLING_TOPIC = "billing.events.v1"
-MARKETPLACE_JOBS_TOPIC = "marketplace.jobs.v1"
-TOPICS = (LEDGER_TOPIC, ADS_TOPIC, BILLING_TOPIC, MARKETPLACE_JOBS_TOPIC)
 DEFAULT_PARTITIONS = 3
 DLQ_SUFFIX = ".dlq"
 MAX_ID_LENGTH = 128
@@ -34,9 +32,11 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
 
-def default_topics(partitions: int = DEFAULT_PARTITIONS) -> dict[str, int]:
-    """Every canonical topic and its DLQ, for `ensure_topics` at start-up or in `make infra`."""
-    return {name: partitions for topic in TOPICS for name in (topic, dlq_topic(topic))}
+def service_topics(produces: Iterable[str], consumes: Iterable[str],
+                   partitions: int = DEFAULT_PARTITIONS) -> dict[str, int]:
+    """{topic: partitions} a service needs: what it produces, what it consumes and a DLQ beside each consumed one."""
+    names = [*produces, *(name for topic in consumes for name in (topic, dlq_topic(topic)))]
+    return dict.fromkeys(names, partitions)
 
 
 class UndecodableEvent(ValueError):
@@ -188,10 +188,9 @@ def decode_payload(
 
 
 __all__ = [
-    "ADS_TOPIC", "BILLING_TOPIC", "DEFAULT_PARTITIONS", "LEDGER_TOPIC", "MARKETPLACE_JOBS_TOPIC", "TOPICS",
-    "Event", "UndecodableEvent", "decode_event", "decode_payload", "default_topics", "dlq_topic",
+    "DEFAULT_PARTITIONS", "Event", "UndecodableEvent", "decode_event", "decode_payload", "dlq_topic",
     "encode_event", "ensure_topics", "make_admin", "make_consumer", "make_event", "make_producer",
-    "payload_registry",
+    "payload_registry", "service_topics",
 ]
 
 

@@ -2,7 +2,7 @@
 
 A service calls `add(conn, topic, event)` inside the transaction that changes
 its state, so an event exists if and only if that transaction committed.
-`OutboxRelay` (one background thread per process) publishes unpublished rows
+`OutboxRelay` (a `kit.worker.Worker`: one background thread per process) publishes unpublished rows
 in id order with an idempotent acks=all producer, waits for the acks, then
 marks them published. A crash between the ack and the mark re-sends the rows
 on restart; consumers de-duplicate on event_id. Kafka being down only delays:
@@ -10,18 +10,15 @@ rows stay until acknowledged.
 
 Wiring a service:
 
-    MIGRATIONS = [..., outbox.outbox_migration(3)]        # or call create_tables(conn) in yours
-    relay = OutboxRelay(engine, bootstrap, service="connects")
-    relay.start()                                         # after migrate()
-    ... with engine.begin() as conn: change state; outbox.add(conn, LEDGER_TOPIC, event)
-    relay.notify()                                        # optional, after the commit
-    relay.stop()                                          # on shutdown
+    versions/000N_outbox.py: kit.migrations.create_outbox_table()   # the service's Alembic revision
+    relay = kit.bootstrap.outbox_relay(config, engine)   # topics in the configured namespace
+    uow = MyUnitOfWork(engine, after_commit=relay.wake)   # uow.publish(topic, event) -> outbox.add
+    App(..., components=[relay, ...])                     # serve() starts and stops it
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,9 +31,10 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
-from services.kit import backoff, bulk
-from services.kit.db import Migration, is_postgres
+from services.kit import bulk
+from services.kit.db import is_postgres
 from services.kit.kafka import MAX_ID_LENGTH, close_quietly, encode_event, make_producer
+from services.kit.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +80,6 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
 
 
 OUTBOX = outbox_table(sa.MetaData())
-
-
-def create_tables(conn: Connection) -> None:
-    """Create the outbox table and its indexes; call it from one of the service's migrations."""
-    OUTBOX.create(conn, checkfirst=True)
-
-
-def outbox_migration(version: int, name: str = "outbox table") -> Migration:
-    """A ready `Migration` that creates the outbox, for services that list it among theirs."""
-    return Migration(version, name, create_tables)
 
 
 def add(conn: Connection, topic: str, event: Event) -> None:
@@ -159,14 +147,15 @@ class SimulatedCrash(Exception):
     """Raised by a test's `after_send` hook to stop the relay between the acks and the mark."""
 
 
-class OutboxRelay:
-    """Publishes committed outbox rows to Kafka from one background thread.
+class OutboxRelay(Worker):
+    """Publishes committed outbox rows to Kafka from one background thread (a `kit.worker.Worker`).
 
     Safe to run in several replicas on PostgreSQL: rows are claimed with
     FOR UPDATE SKIP LOCKED and a key's rows are never sent past an earlier row of
     the same key that another relay holds. On SQLite (one process) the rows
     are read and marked in two short transactions so the single writer lock is
-    never held while waiting for Kafka.
+    never held while waiting for Kafka. `wake()` after a commit publishes at
+    once instead of at the next poll.
     """
 
     def __init__(
@@ -178,14 +167,12 @@ class OutboxRelay:
         cleanup_interval: float = 60.0, stats_interval: float = 5.0,
         after_send: Callable[[list[OutboxRow]], None] | None = None, topic_prefix: str = "",
     ) -> None:
+        super().__init__("outbox-relay", service=service, interval=poll_interval,
+                         error_backoff_initial=backoff_initial, error_backoff_max=backoff_max, stop_timeout=10.0)
         self.engine = engine
-        self.service = service
         self._producer_factory = producer_factory or (
             lambda: make_producer(bootstrap, client_id=f"{service}-outbox"))
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.ack_timeout = ack_timeout
         self.retention = retention
         self.cleanup_interval = cleanup_interval
@@ -195,60 +182,34 @@ class OutboxRelay:
         # is applied only on the wire.
         self.topic_prefix = topic_prefix
         self._producer: KafkaProducer | None = None
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failing = False
-        self.consecutive_errors = 0
         self._next_cleanup = 0.0
         self._next_stats = 0.0
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (kit.worker.Worker) -------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("relay already started")
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{self.service}-outbox-relay", daemon=True)
-        self._thread.start()
-
-    def notify(self) -> None:
-        """Wake the relay now (thread-safe; call after committing outbox rows)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Finish the batch in flight, then close the producer. Unsent rows stay for next time."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("outbox relay for %s did not stop within %.1fs", self.service, timeout)
-            self._thread = None
+        super().stop(timeout)
         self._close_producer()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def teardown(self) -> None:
+        self._close_producer()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()  # a notify() from here on makes the wait below return at once
-            try:
-                sent = self.run_once()
-                self._maintenance()
-            except Exception as exc:
-                self._on_error(exc)
-                delay = backoff.exponential(self.backoff_initial, self.backoff_max, self.consecutive_errors - 1)
-                self._stopping.wait(delay)
-                continue
-            if sent < self.batch_size:  # a full batch means more is waiting: go again at once
-                self._wake.wait(self.poll_interval)
+    def has_more(self, result: Any) -> bool:
+        return bool(result >= self.batch_size)  # a full batch means more is waiting: go again at once
+
+    def on_error(self, exc: Exception) -> None:
+        publish_errors_total.labels(self.service).inc()
+        self._close_producer()  # a fresh producer after an outage: no stale idempotence state
+        try:
+            self.refresh_metrics()
+        except Exception:  # the database may be the thing that is down
+            log.debug("outbox metrics refresh failed", exc_info=True)
 
     # -- one pass ----------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Publish at most one batch; return how many rows were acknowledged and marked.
+        """Publish at most one batch, then the periodic upkeep; return how many rows were acknowledged and marked.
 
         Raises on Kafka or database failure (rows are then left unpublished).
         """
@@ -267,6 +228,7 @@ class OutboxRelay:
                     self._mark(conn, batch)
         if batch:
             self._on_success(batch)
+        self._maintenance()
         return len(batch)
 
     def _claim(self, conn: Connection, *, lock: bool) -> list[OutboxRow]:
@@ -310,27 +272,8 @@ class OutboxRelay:
         for row in batch:
             published_total.labels(self.service, row.topic).inc()
             publish_lag.labels(self.service).observe(max(0.0, (now - row.created_at).total_seconds()))
-        if self._failing:
-            log.info("outbox publishing for %s resumed after %d failed attempts",
-                     self.service, self.consecutive_errors)
-            self._failing = False
-            self._next_stats = 0.0
-        self.consecutive_errors = 0
-
-    def _on_error(self, exc: Exception) -> None:
-        publish_errors_total.labels(self.service).inc()
-        self.consecutive_errors += 1
-        self._close_producer()  # a fresh producer after an outage: no stale idempotence state
-        if not self._failing:
-            self._failing = True
-            log.warning("outbox publish failed for %s, rows kept and retried with backoff: %s: %s",
-                        self.service, type(exc).__name__, exc)
-        else:
-            log.debug("outbox publish still failing for %s: %s", self.service, exc)
-        try:
-            self.refresh_metrics()
-        except Exception:  # the database may be the thing that is down
-            log.debug("outbox metrics refresh failed", exc_info=True)
+        if self.consecutive_failures:
+            self._next_stats = 0.0  # the backlog gauge catches up at once after an outage
 
     def _maintenance(self) -> None:
         now = time.monotonic()

@@ -11,6 +11,7 @@ stops the components in reverse order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ from prometheus_client import start_http_server
 
 from services.kit import logging as kit_logging
 from services.kit.auth import Authenticator, Policy
-from services.kit.config import Env, ServiceConfig
+from services.kit.config import ServiceConfig
 from services.kit.interceptors import ServerInterceptor
 from services.kit.startup import StartupError
 
@@ -83,11 +84,38 @@ async def _call(fn: Callable[[], Any]) -> None:
         await _maybe_await(await asyncio.to_thread(fn))
 
 
-def reuse_port_enabled(service: str) -> bool:
-    """ADSMON_<SERVICE>_GRPC_REUSE_PORT / ADSMON_GRPC_REUSE_PORT: let several processes share the gRPC port
-    (SO_REUSEPORT; the kernel spreads connections over them). Off by default: a second server on a
-    taken port is then an error, not a silent neighbour."""
-    return Env(service).bool("GRPC_REUSE_PORT", False)
+async def start_components(app: App) -> list[Component]:
+    """Start `app`'s components in order; on a failure stop those already started and raise."""
+    started: list[Component] = []
+    try:
+        for component in app.components:
+            await _maybe_await(component.start())
+            started.append(component)
+    except BaseException:
+        await stop_components(started)
+        raise
+    return started
+
+
+async def stop_components(started: list[Component]) -> None:
+    """Stop components in reverse order of starting; a failure to stop one is logged, the rest still stop."""
+    for component in reversed(started):
+        try:
+            await _call(component.stop)
+        except Exception:
+            log.exception("error stopping %s", type(component).__name__)
+
+
+@contextlib.asynccontextmanager
+async def running(app: App) -> AsyncIterator[App]:
+    """The app's components running without a gRPC server (unit tests of a bootstrapped service)."""
+    started = await start_components(app)
+    try:
+        yield app
+    finally:
+        await stop_components(started)
+        for close in reversed(app.on_close):
+            await _call(close)
 
 
 def _check_bindable(host: str, port: int, what: str, *, reuse_port: bool = False) -> None:
@@ -119,7 +147,7 @@ class Server:
         cfg = self.app.config
         policies = {s.name: s.policy for s in self.app.services}
         interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies)
-        reuse_port = reuse_port_enabled(cfg.service)
+        reuse_port = cfg.grpc_reuse_port
         server = grpc.aio.server(
             interceptors=[interceptor],
             options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -144,9 +172,7 @@ class Server:
         self._metrics = self._start_metrics(cfg)
         await server.start()
         self._grpc = server
-        for component in self.app.components:
-            await _maybe_await(component.start())
-            self._started.append(component)
+        self._started = await start_components(self.app)
         for name in ("", *names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s:%d, metrics on :%s", ",".join(names), cfg.grpc_host, port,
@@ -171,20 +197,13 @@ class Server:
         if self._grpc is not None:
             await asyncio.sleep(self.app.drain_delay_seconds)
             await self._grpc.stop(self.app.config.shutdown_grace_seconds)
-        for component in reversed(self._started):
-            try:
-                await _call(component.stop)
-            except Exception:
-                log.exception("error stopping %s", type(component).__name__)
+        await stop_components(self._started)
         for close in reversed(self.app.on_close):
             await _call(close)
         if self._metrics is not None:
             self._metrics.shutdown()
         self._stopped.set()
         log.info("stopped")
-
-    async def wait_closed(self) -> None:
-        await self._stopped.wait()
 
 
 async def serve_until_signalled(app: App) -> None:
@@ -200,30 +219,24 @@ async def serve_until_signalled(app: App) -> None:
     await server.stop()
 
 
-def run_main(service: str, build_app: Callable[..., Coroutine[Any, Any, App]],
-             load_config: Callable[[], Any] | None = None) -> int:
-    """Process entry point: read the config, set up logging, build the app, serve until signalled.
+def run_main(service: str, build_app: Callable[[Any], App | Awaitable[App]], config: Any) -> int:
+    """Process entry point: set up logging, build the app, serve until signalled.
 
-    With `load_config`, its result is passed to `build_app` and logging is set up
-    before anything connects. Start-up problems (bad settings, unreachable
-    database or broker, port in use) end the process with exit code 2 and one
-    line on stderr, never a traceback.
+    `config` is the service's config (with `.base`, a ServiceConfig). Start-up
+    problems (bad settings, unreachable database or broker, port in use) end the
+    process with exit code 2 and one line on stderr, never a traceback.
     """
+    base: ServiceConfig = config.base
 
     async def _main() -> None:
-        if load_config is None:
-            app = await build_app()
-            kit_logging.configure(service, app.config.log_level, app.config.log_json)
-        else:
-            config = load_config()
-            base = getattr(config, "base", config)
-            # Ports first: a busy port should not cost a migration run to find out.
-            _check_bindable(base.grpc_host, base.grpc_port, "gRPC", reuse_port=reuse_port_enabled(service))
-            _check_bindable(base.metrics_host, base.metrics_port, "metrics")
-            kit_logging.configure(service, base.log_level, base.log_json)
-            app = await build_app(config)
+        # Ports first: a busy port should not cost a migration run to find out.
+        _check_bindable(base.grpc_host, base.grpc_port, "gRPC", reuse_port=base.grpc_reuse_port)
+        _check_bindable(base.metrics_host, base.metrics_port, "metrics")
+        built = build_app(config)
+        app = await built if inspect.isawaitable(built) else built
         await serve_until_signalled(app)
 
+    kit_logging.configure(service, base.log_level, base.log_json)
     try:
         asyncio.run(_main())
     except StartupError as exc:
@@ -263,9 +276,8 @@ def run_processes(service: str, module: str, processes: int, base: ServiceConfig
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, f"{prefix}PROCESSES": "1", f"{prefix}GRPC_REUSE_PORT": "true",
-               f"{prefix}PROCESS_INDEX": str(i),
                f"{prefix}METRICS_PORT": str(base.metrics_port + i if base.metrics_port else 0)}
-        return subprocess.Popen([sys.executable, "-m", module], env=env)
+        return subprocess.Popen([sys.executable, "-m", module, "serve"], env=env)
 
     def listening() -> bool:
         host = "127.0.0.1" if base.grpc_host in ("0.0.0.0", "") else base.grpc_host  # noqa: S104

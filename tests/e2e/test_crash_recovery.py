@@ -18,8 +18,9 @@ from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
 from kafka import KafkaConsumer
 
+from services.connects.adapters.topics import LEDGER
 from services.kit.auth import mint_token
-from services.kit.kafka import LEDGER_TOPIC, decode_event, decode_payload
+from services.kit.kafka import decode_event, decode_payload
 from tests.conftest import unique
 from tests.integration.connects.conftest import assert_books_balance
 
@@ -95,7 +96,7 @@ def test_sigkill_mid_burst_then_retry_applies_every_spend_exactly_once(launch, a
     finally:
         engine.dispose()
 
-    topic = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + LEDGER_TOPIC
+    topic = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + LEDGER
     consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=5000)
     try:

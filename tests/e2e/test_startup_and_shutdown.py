@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import free_port
@@ -14,13 +16,13 @@ from tests.e2e.conftest import free_port
 pytestmark = pytest.mark.e2e
 
 
-def start(service: str, secret_file, **env: str) -> subprocess.CompletedProcess[str]:
+def start(service: str, secret_file, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
     base.update({"ADSMON_AUTH_SECRET_FILE": str(secret_file), "ADSMON_GRPC_PORT": str(free_port()),
                  "ADSMON_METRICS_PORT": str(free_port()),
                  "ADSMON_KAFKA_BOOTSTRAP": os.environ["ADSMON_KAFKA_BOOTSTRAP"]})
     base.update(env)
-    return subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=base,
+    return subprocess.run([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=base,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -43,6 +45,40 @@ def test_bad_configuration_fails_fast_with_one_line(tmp_path, secret_file, servi
     assert lines[0].startswith(expected), lines[0]
     assert "topsecret" not in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("command", "env", "expected"), [
+    ("relay", {"ADSMON_CONNECTS_DATABASE_URL": "postgresql+psycopg://u:topsecret@127.0.0.1:1/db"},
+     "connects: cannot start: database unreachable at postgresql+psycopg://u:***@127.0.0.1:1/db"),
+    ("relay", {"ADSMON_LOG_LEVEL": "LOUD"},
+     "connects: cannot start: ADSMON_LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+    ("migrate", {"ADSMON_CONNECTS_DB_POOL_SIZE": "0"},
+     "connects: cannot start: ADSMON_CONNECTS_DB_POOL_SIZE=0 is out of range [1, 200]"),
+    ("bogus", {}, "usage: python -m services.connects [serve [--processes N] | migrate | relay]"),
+])
+def test_relay_and_migrate_turn_a_bad_setting_into_exit_code_2_and_one_line(tmp_path, secret_file, command, env,
+                                                                            expected):
+    env.setdefault("ADSMON_CONNECTS_DATABASE_URL", f"sqlite:///{tmp_path}/connects.db")
+    result = start("connects", secret_file, command, **env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "topsecret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("service", ["connects", "ads", "billing"])
+def test_migrate_brings_an_empty_database_to_the_newest_revision_and_exits_0(tmp_path, secret_file, service):
+    url = f"sqlite:///{tmp_path}/{service}.db"
+    result = start(service, secret_file, "migrate", **{f"ADSMON_{service.upper()}_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert "outbox" in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    assert revision == importlib.import_module(f"services.{service}.bootstrap").SPEC.migrations.head()
 
 
 def test_busy_port_fails_fast_with_one_line(tmp_path, secret_file, suite_port_holder):

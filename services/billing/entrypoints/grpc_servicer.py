@@ -6,6 +6,7 @@ UNIMPLEMENTED (the generated base class) until their issue lands.
 
 from __future__ import annotations
 
+import grpc
 from adsmon.billing.v1 import billing_pb2, billing_pb2_grpc
 from adsmon.type.v1 import money_pb2
 
@@ -14,7 +15,8 @@ from services.kit.errors import require
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    async def ListBundles(self, request: billing_pb2.ListBundlesRequest, context) -> billing_pb2.ListBundlesResponse:
+    async def ListBundles(self, request: billing_pb2.ListBundlesRequest, context: grpc.aio.ServicerContext,
+                          ) -> billing_pb2.ListBundlesResponse:
         require(request.account_type in billing_pb2.AccountType.values(), "account_type", "unknown value")
         require(0 <= request.page_size <= 1000, "page_size", "must be between 0 and 1000")
         require(not request.page_token, "page_token", "the catalog fits in one page; no token is valid")

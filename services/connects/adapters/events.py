@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import events_pb2
@@ -18,14 +19,15 @@ from services.connects.domain.model import (
     SpendReason,
     TransactionKind,
 )
-from services.kit.kafka import LEDGER_TOPIC, make_event
+from services.kit.kafka import make_event
 
-__all__ = ["LEDGER_TOPIC", "ledger_event", "transaction_pb"]
+__all__ = ["ledger_event", "transaction_pb"]
 
-LOT_SOURCE = {s: pb.LotSource.Value(f"LOT_SOURCE_{s.value}") for s in LotSource}
-SPEND_REASON = {r: pb.SpendReason.Value(f"SPEND_REASON_{r.value}") for r in SpendReason}
-RETURN_REASON = {r: pb.ReturnReason.Value(f"RETURN_REASON_{r.value}") for r in ReturnReason}
-KIND = {k: pb.TransactionKind.Value(f"TRANSACTION_KIND_{k.value}") for k in TransactionKind}
+# The stubs type EnumTypeWrapper.Value as a plain int; the numbers are the proto enums' values.
+LOT_SOURCE = {s: cast(pb.LotSource, pb.LotSource.Value(f"LOT_SOURCE_{s.value}")) for s in LotSource}
+SPEND_REASON = {r: cast(pb.SpendReason, pb.SpendReason.Value(f"SPEND_REASON_{r.value}")) for r in SpendReason}
+RETURN_REASON = {r: cast(pb.ReturnReason, pb.ReturnReason.Value(f"RETURN_REASON_{r.value}")) for r in ReturnReason}
+KIND = {k: cast(pb.TransactionKind, pb.TransactionKind.Value(f"TRANSACTION_KIND_{k.value}")) for k in TransactionKind}
 FROM_LOT_SOURCE = {v: k for k, v in LOT_SOURCE.items()}
 FROM_SPEND_REASON = {v: k for k, v in SPEND_REASON.items()}
 FROM_RETURN_REASON = {v: k for k, v in RETURN_REASON.items()}

@@ -52,3 +52,6 @@ class PrometheusMetrics:
 
     def batch_committed(self, size: int) -> None:
         batch_size.observe(size)
+
+    def job_return(self, result: str) -> None:
+        jobs_returns_total.labels(result).inc()

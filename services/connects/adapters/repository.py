@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from services.connects.adapters import events
+from services.connects.adapters import events, topics
 from services.connects.adapters.tables import holds, lot_movements, lots, postings, requests, transactions, wallets
 from services.connects.domain.model import (
     SYSTEM_ACCOUNTS,
@@ -46,7 +47,7 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _lot(r: sa.Row) -> Lot:  # type: ignore[type-arg]
+def _lot(r: sa.Row) -> Lot:
     return Lot(r.lot_id, r.account_id, LotSource(r.source), LotSource(r.origin_source), r.amount, r.remaining,
                r.held, _utc(r.issued_at), _utc(r.expires_at), r.expired)
 
@@ -56,7 +57,7 @@ def _allocations_json(allocs: Sequence[LotMovement]) -> str:
                        for a in allocs])
 
 
-def _hold(r: sa.Row) -> Hold:  # type: ignore[type-arg]
+def _hold(r: sa.Row) -> Hold:
     allocs = tuple(LotMovement(lot, LotSource(s), LotSource(o), amt, datetime.fromisoformat(exp))
                    for lot, s, o, amt, exp in json.loads(r.allocations))
     return Hold(r.hold_id, r.account_id, r.amount, SpendReason(r.reason), r.reference, HoldStatus(r.status),
@@ -75,7 +76,7 @@ def _tx_row(tx: LedgerTransaction) -> dict[str, object]:
 
 
 def load_transactions(conn: Connection, where: sa.ColumnElement[bool], order: Sequence[sa.ColumnElement],
-                      limit: int | None = None) -> list[LedgerTransaction]:  # type: ignore[type-arg]
+                      limit: int | None = None) -> list[LedgerTransaction]:
     query = sa.select(transactions).where(where).order_by(*order)
     if limit is not None:
         query = query.limit(limit)
@@ -181,7 +182,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         return self._restore(ids, found, live, held)
 
     @staticmethod
-    def _restore(ids: list[str], found: dict[str, int], live: Iterable, held: Iterable) -> dict[str, Wallet]:  # type: ignore[type-arg]
+    def _restore(ids: list[str], found: dict[str, int], live: Iterable, held: Iterable) -> dict[str, Wallet]:
         by_account: dict[str, list[Lot]] = {a: [] for a in ids}
         for r in live:
             if r.account_id in by_account:
@@ -211,7 +212,11 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                     .returning(requests.c.request_id), req_rows).scalars().all()
             if len(inserted) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - set(inserted))
-        tx_rows, posting_rows, move_rows, new_lots, lot_updates = [], [], [], [], []
+        tx_rows: list[dict[str, object]] = []
+        posting_rows: list[dict[str, object]] = []
+        move_rows: list[dict[str, object]] = []
+        new_lots: list[dict[str, object]] = []
+        lot_updates: list[dict[str, object]] = []
         new_holds, hold_updates, wallet_updates, ledger_events = [], [], [], []
         for w in wallet_list:
             pending = w.take_pending()
@@ -256,11 +261,11 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         self._write(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows, move_rows,
                     wallet_updates)
         if ledger_events:
-            outbox.add_many(conn, [(events.LEDGER_TOPIC, e) for e in ledger_events])
+            outbox.add_many(conn, [(topics.LEDGER, e) for e in ledger_events])
 
-    def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,  # type: ignore[type-arg]
-                  new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,  # type: ignore[type-arg]
-                  move_rows: list, wallet_updates: list, ledger_events: list) -> None:  # type: ignore[type-arg]
+    def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,
+                  new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,
+                  move_rows: list, wallet_updates: list, ledger_events: list) -> None:
         """Every write of the batch in one round trip: one statement per table, requests first. A request id
         committed meanwhile by another process makes the batch roll back (RequestIdConflict) before its commit."""
         with bulk.pg_pipeline(self.conn) as p:
@@ -274,14 +279,14 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
             for table, key, rows in updates:
                 p.update_rows(table, key, rows)
             if ledger_events:
-                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(events.LEDGER_TOPIC, e) for e in ledger_events]))
+                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events]))
         if inserted is not None:
             got = {r.request_id for r in inserted}
             if len(got) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - got)
 
-    def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
-               tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:  # type: ignore[type-arg]
+    def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,
+               tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:
         """The batch's writes on SQLite (the embedded default): executemany per table.
 
         Update rows are keyed by column name, each with its key column (`bulk.update_sql`'s form)."""
@@ -407,20 +412,20 @@ class ExactSum:
 
     def __init__(self, conn: Connection, column: sa.ColumnElement[int]) -> None:
         self._pg = is_postgres(conn)
-        self.columns: list[sa.ColumnElement[int]] = (
+        self.columns: list[sa.ColumnElement[Any]] = (
             [sa.func.sum(column)] if self._pg
             else [sa.func.sum(column.op(">>")(32)), sa.func.sum(column.op("&")(0xFFFFFFFF))])
 
-    def of(self, row: Sequence[object], at: int) -> int:
+    def of(self, row: Sequence[Any], at: int) -> int:
         """The sum in `row`, whose `columns` start at index `at`."""
         if self._pg:
-            return int(row[at])  # type: ignore[call-overload]
-        return int(row[at]) * 2**32 + int(row[at + 1])  # type: ignore[call-overload]
+            return int(row[at])
+        return int(row[at]) * 2**32 + int(row[at + 1])
 
 
-def _table_rows(new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,  # type: ignore[type-arg]
-                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list,  # type: ignore[type-arg]
-                ) -> tuple[list, list]:  # type: ignore[type-arg]
+def _table_rows(new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,
+                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list,
+                ) -> tuple[list, list]:
     """A batch's rows by table, in write order: inserts (table, rows), then updates (table, key, rows)."""
     return ([(lots, new_lots), (holds, new_holds), (transactions, tx_rows), (postings, posting_rows),
              (lot_movements, move_rows)],

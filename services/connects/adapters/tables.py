@@ -1,4 +1,4 @@
-"""The ledger's tables (SQLAlchemy Core) and its migrations. PostgreSQL and SQLite.
+"""The ledger's tables (SQLAlchemy Core); their migrations are in adapters/migrations. PostgreSQL and SQLite.
 
 Balances of system accounts are never stored: they are sums over `postings`,
 which are only ever inserted, so no write serialises on a system row. The
@@ -8,14 +8,9 @@ only per-account hot row is `wallets`, locked FOR UPDATE by each transaction.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from services.kit import consumer, outbox
-from services.kit.db import Migration
 
 metadata = sa.MetaData()
 ID = sa.String(128)
-Big = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 TS = sa.DateTime(timezone=True)
 
 wallets = sa.Table(
@@ -116,15 +111,3 @@ requests = sa.Table(
     sa.Column("response", sa.LargeBinary, nullable=False),
     sa.Column("created_at", TS, nullable=False),
 )
-
-
-def _create_ledger(conn: Connection) -> None:
-    metadata.create_all(conn)
-
-
-MIGRATIONS = [
-    Migration(1, "wallets, lots, holds, journal, idempotency keys", _create_ledger),
-    outbox.outbox_migration(2),
-    consumer.processed_events_migration(3),
-    consumer.processed_events_purge_index_migration(4),
-]

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 from datetime import timedelta
+from enum import Enum
 from typing import ClassVar
 
 from services.connects.domain.model import LotSource, ReturnReason, SpendReason
@@ -81,7 +82,7 @@ def check_reference(value: str) -> None:
         raise InvalidArgument("INVALID_FIELD", "reference contains control characters", field="reference")
 
 
-def check_enum(field: str, value: object, enum: type) -> None:
+def check_enum(field: str, value: object, enum: type[Enum]) -> None:
     if not isinstance(value, enum):
         raise InvalidArgument("UNKNOWN_ENUM_VALUE", f"{field} must be one of {[e.value for e in enum]}",
                               field=field)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -26,7 +27,7 @@ from services.connects.service_layer.totals import LedgerTotals
 from services.kit.auth import Policy, current_caller
 from services.kit.errors import InvalidArgument
 
-SERVICE_NAME = "adsmon.connects.v1.ConnectsService"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConnectsService"].full_name
 
 # Who may call what at all; finer rules (PURCHASE, ad products) live in the service layer, which also
 # enforces the ReturnConnects callers (for the consumer and for replays).
@@ -37,7 +38,7 @@ POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "o
                                "GetLedgerTotals": {"billing", "operator"}})
 
 
-def _enum(mapping: dict, value: int) -> object:  # type: ignore[type-arg]
+def _enum(mapping: Mapping[int, object], value: int) -> object:
     # Unknown or UNSPECIFIED numbers pass through unmapped; command validation refuses them with the field.
     return mapping.get(value, value)
 

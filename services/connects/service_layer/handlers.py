@@ -7,14 +7,22 @@ the order of locking live here, the rules of money in the domain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.connects.domain import commands as c
 from services.connects.domain import errors
-from services.connects.domain.model import AD_REASONS, LedgerTransaction, LotSource, SpendReason, Wallet, new_id
+from services.connects.domain.model import (
+    AD_REASONS,
+    LedgerTransaction,
+    LotSource,
+    Returnable,
+    SpendReason,
+    Wallet,
+    new_id,
+)
 from services.connects.service_layer import receipts
 from services.connects.service_layer.receipts import Receipt
 from services.connects.service_layer.unit_of_work import AbstractLedgerUnitOfWork, StoredRequest
@@ -36,6 +44,9 @@ class Metrics(Protocol):
 
     def batch_committed(self, size: int) -> None: ...
 
+    def job_return(self, result: str) -> None:
+        """One transaction of a cancelled or removed job: returned, replayed, nothing_to_return or a refusal."""
+
 
 class NullMetrics:
     def transaction_recorded(self, tx: LedgerTransaction) -> None:
@@ -48,6 +59,9 @@ class NullMetrics:
         pass
 
     def batch_committed(self, size: int) -> None:
+        pass
+
+    def job_return(self, result: str) -> None:
         pass
 
 
@@ -97,7 +111,7 @@ def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = No
         raise _deny(caller, f"return Connects ({', '.join(sorted(RETURN_CALLERS))} only)")
     reason = cmd.reason if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
     if reason in AD_REASONS and caller != ADS:
-        raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")  # type: ignore[union-attr]
+        raise _deny(caller, f"{cmd.method} for {reason.value} (ads only)")
 
 
 def _needs_hold(cmd: AnyCommand) -> bool:
@@ -152,13 +166,14 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
         stored: list[StoredRequest] = []
         for i, env in todo:
             cmd = env.command
+            applying = Applying(env.caller, returnables, now)
             try:
                 account = _account_of(cmd, hold_accounts, tx_accounts)
                 if account is None:
                     raise _not_found(cmd)
                 if account in no_wallet:
                     raise errors.InsufficientConnects(account, cmd.amount, 0)  # type: ignore[union-attr]
-                receipt = _apply(wallets[account], env, returnables, now)
+                receipt = APPLIERS[type(cmd)](wallets[account], cmd, applying)
             except DomainError as exc:
                 metrics.refused(cmd.method, exc)
                 outcomes[i] = Outcome(error=exc)
@@ -227,38 +242,75 @@ def _not_found(cmd: AnyCommand) -> DomainError:
     return errors.HoldNotFound(cmd.hold_id)  # type: ignore[union-attr]
 
 
-def _apply(wallet: Wallet, env: Envelope, returnables: dict, now: datetime) -> Receipt | None:  # type: ignore[type-arg]
-    cmd, caller = env.command, env.caller
-    match cmd:
-        case c.Credit():
-            return Receipt(wallet.credit(amount=cmd.amount, source=cmd.source, reference=cmd.reference, now=now))
-        case c.Spend():
-            return Receipt(wallet.spend(amount=cmd.amount, reason=cmd.reason, reference=cmd.reference, now=now))
-        case c.PlaceHold():
-            hold_id = new_id()
-            tx = wallet.hold(hold_id=hold_id, amount=cmd.amount, reason=cmd.reason, reference=cmd.reference,
-                             ttl=cmd.ttl, now=now)
-            return Receipt(tx, hold_id, wallet.holds[hold_id].expires_at)
-        case c.IncreaseHold():
-            hold = wallet.holds[cmd.hold_id]
-            authorize(cmd, caller, hold.reason)
-            tx = wallet.increase_hold(hold_id=cmd.hold_id, new_amount=cmd.new_amount, now=now)
-            return Receipt(tx, cmd.hold_id, hold.expires_at, hold.amount, hold.reason)
-        case c.CaptureHold():
-            authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
-            return Receipt(wallet.capture(hold_id=cmd.hold_id, amount=cmd.amount, now=now))
-        case c.ReleaseHold():
-            authorize(cmd, caller, wallet.holds[cmd.hold_id].reason)
-            return Receipt(wallet.release(hold_id=cmd.hold_id, now=now))
-        case c.ReturnConnects():
-            original = returnables[cmd.spend_transaction_id]
-            tx = wallet.return_connects(original=original, reason=cmd.reason, now=now)
-            returnables[cmd.spend_transaction_id] = type(original)(original.transaction, True)
-            return Receipt(tx)
-        case c.ExpireLots():
-            tx = wallet.expire_due_lots(now)
-            return Receipt(tx) if tx else None
-        case c.ExpireHold():
-            tx = wallet.expire_hold(hold_id=cmd.hold_id, now=now)
-            return Receipt(tx) if tx else None
-    raise AssertionError(f"unhandled command {cmd!r}")
+@dataclass
+class Applying:
+    """What a batch read for its commands, shared by the appliers (returns mark what they returned)."""
+
+    caller: str
+    returnables: dict[str, Returnable]
+    now: datetime
+
+
+def _credit(wallet: Wallet, cmd: c.Credit, ctx: Applying) -> Receipt:
+    return Receipt(wallet.credit(amount=cmd.amount, source=cmd.source, reference=cmd.reference, now=ctx.now))
+
+
+def _spend(wallet: Wallet, cmd: c.Spend, ctx: Applying) -> Receipt:
+    return Receipt(wallet.spend(amount=cmd.amount, reason=cmd.reason, reference=cmd.reference, now=ctx.now))
+
+
+def _place_hold(wallet: Wallet, cmd: c.PlaceHold, ctx: Applying) -> Receipt:
+    hold_id = new_id()
+    tx = wallet.hold(hold_id=hold_id, amount=cmd.amount, reason=cmd.reason, reference=cmd.reference,
+                     ttl=cmd.ttl, now=ctx.now)
+    return Receipt(tx, hold_id, wallet.holds[hold_id].expires_at)
+
+
+def _increase_hold(wallet: Wallet, cmd: c.IncreaseHold, ctx: Applying) -> Receipt:
+    hold = wallet.holds[cmd.hold_id]
+    authorize(cmd, ctx.caller, hold.reason)
+    tx = wallet.increase_hold(hold_id=cmd.hold_id, new_amount=cmd.new_amount, now=ctx.now)
+    return Receipt(tx, cmd.hold_id, hold.expires_at, hold.amount, hold.reason)
+
+
+def _capture_hold(wallet: Wallet, cmd: c.CaptureHold, ctx: Applying) -> Receipt:
+    authorize(cmd, ctx.caller, wallet.holds[cmd.hold_id].reason)
+    return Receipt(wallet.capture(hold_id=cmd.hold_id, amount=cmd.amount, now=ctx.now))
+
+
+def _release_hold(wallet: Wallet, cmd: c.ReleaseHold, ctx: Applying) -> Receipt:
+    authorize(cmd, ctx.caller, wallet.holds[cmd.hold_id].reason)
+    return Receipt(wallet.release(hold_id=cmd.hold_id, now=ctx.now))
+
+
+def _return_connects(wallet: Wallet, cmd: c.ReturnConnects, ctx: Applying) -> Receipt:
+    original = ctx.returnables[cmd.spend_transaction_id]
+    tx = wallet.return_connects(original=original, reason=cmd.reason, now=ctx.now)
+    ctx.returnables[cmd.spend_transaction_id] = Returnable(original.transaction, True)
+    return Receipt(tx)
+
+
+def _expire_lots(wallet: Wallet, cmd: c.ExpireLots, ctx: Applying) -> Receipt | None:
+    tx = wallet.expire_due_lots(ctx.now)
+    return Receipt(tx) if tx else None
+
+
+def _expire_hold(wallet: Wallet, cmd: c.ExpireHold, ctx: Applying) -> Receipt | None:
+    tx = wallet.expire_hold(hold_id=cmd.hold_id, now=ctx.now)
+    return Receipt(tx) if tx else None
+
+
+Applier = Callable[[Wallet, Any, Applying], Receipt | None]
+
+# Command type -> the function that applies it to its (locked) wallet. Every command has one entry.
+APPLIERS: dict[type, Applier] = {
+    c.Credit: _credit,
+    c.Spend: _spend,
+    c.PlaceHold: _place_hold,
+    c.IncreaseHold: _increase_hold,
+    c.CaptureHold: _capture_hold,
+    c.ReleaseHold: _release_hold,
+    c.ReturnConnects: _return_connects,
+    c.ExpireLots: _expire_lots,
+    c.ExpireHold: _expire_hold,
+}

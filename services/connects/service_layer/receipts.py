@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
 
 from services.connects.domain.model import (
     LedgerTransaction,
@@ -40,7 +42,10 @@ class Receipt:
         return self.transaction
 
 
-def _enum(cls, value):  # type: ignore[no-untyped-def]
+E = TypeVar("E", bound=Enum)
+
+
+def _enum(cls: type[E], value: str) -> E | None:
     return cls(value) if value else None
 
 
@@ -59,7 +64,7 @@ def tx_to_dict(tx: LedgerTransaction) -> dict[str, object]:
     }
 
 
-def tx_from_dict(d: dict) -> LedgerTransaction:  # type: ignore[type-arg]
+def tx_from_dict(d: dict[str, Any]) -> LedgerTransaction:
     return LedgerTransaction(
         transaction_id=d["id"], account_id=d["account"], kind=TransactionKind(d["kind"]), amount=d["amount"],
         occurred_at=datetime.fromisoformat(d["at"]), sequence=d["seq"],

@@ -9,12 +9,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
 from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
 from services.connects.service_layer.unit_of_work import RequestIdConflict
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
+from services.kit.migrations import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def connects_url(create_database) -> str:
 @pytest.fixture(scope="session")
 def engine(connects_url: str) -> Iterator[Engine]:
     eng = make_engine(connects_url, pool_size=40)
-    migrate(eng, "connects", MIGRATIONS)
+    upgrade(eng, MIGRATIONS)
     yield eng
     eng.dispose()
 

@@ -200,7 +200,7 @@ async def server(create_database, auth_secret, kafka_bootstrap):
            "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_AUTH_SECRET": auth_secret.decode(),
            "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "3600", "ADSMON_CONNECTS_CONSUME_JOBS": "false"}
     config = ConnectsConfig.from_env(env)
-    app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
+    app = bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
     app.drain_delay_seconds = 0
     srv = Server(app)
     await srv.start()

@@ -58,7 +58,7 @@ async def server(database_url, auth_secret, kafka_bootstrap, clock):
            "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "3600", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
            "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}
     config = ConnectsConfig.from_env(env)
-    app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)), clock=clock)
+    app = bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)), clock=clock)
     app.drain_delay_seconds = 0
     srv = Server(app)
     await srv.start()

@@ -18,15 +18,16 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.connects.adapters.topics import MARKETPLACE_JOBS
 from services.connects.bootstrap import bootstrap
 from services.connects.config import ConnectsConfig
 from services.kit.clients import channel
-from services.kit.kafka import MARKETPLACE_JOBS_TOPIC, encode_event, make_event, make_producer
+from services.kit.kafka import encode_event, make_event, make_producer
 from services.kit.server import Server
 from tests.conftest import unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
-JOBS_TOPIC = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS_TOPIC
+JOBS_TOPIC = os.environ["ADSMON_KAFKA_TOPIC_PREFIX"] + MARKETPLACE_JOBS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -36,7 +37,7 @@ async def server(create_database, auth_secret, kafka_bootstrap):
            "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
            "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}
     config = ConnectsConfig.from_env(env)
-    app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
+    app = bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)))
     app.drain_delay_seconds = 0
     srv = Server(app)
     await srv.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +17,11 @@ from services.connects.domain import commands as c
 from services.connects.domain.model import HoldStatus, LotSource, ReturnReason, SpendReason, TransactionKind
 from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
-from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.handlers import Envelope
+from services.kit.server import running
 from tests.conftest import unique
 from tests.integration.connects.conftest import assert_books_balance, execute_one, now
+from tests.support.connects import connects_app
 
 pytestmark = pytest.mark.integration
 
@@ -47,19 +49,16 @@ def test_64_concurrent_spends_on_one_wallet_that_affords_n_exactly_n_succeed(uow
     assert_books_balance(engine)
 
 
-async def test_64_concurrent_spends_through_several_batchers_exactly_n_succeed(uow_factory, engine):
+async def test_64_concurrent_spends_through_several_batchers_exactly_n_succeed(uow_factory, queries, engine):
     acct, n = unique("acct"), 40
     fund(uow_factory, acct, n)
-    batchers = [Batcher(uow_factory, now, handlers.NullMetrics(), workers=2) for _ in range(4)]
-    for b in batchers:
-        b.start()
-    try:
+    apps = [connects_app(uow_factory, queries, BATCH_WORKERS="2") for _ in range(4)]  # as four processes
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(running(app))
         outs = await asyncio.gather(*(
-            batchers[i % 4].submit(Envelope(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL), "tests"))
+            apps[i % 4].ledger.execute(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL), "tests")
             for i in range(64)))
-    finally:
-        for b in batchers:
-            b.stop()
     assert Counter(o.error.reason if o.error else "OK" for o in outs) == {"OK": n, "INSUFFICIENT_CONNECTS": 24}
     assert_books_balance(engine)
 
@@ -109,18 +108,15 @@ def test_the_same_request_id_sent_concurrently_is_applied_once(uow_factory, engi
     assert_books_balance(engine)
 
 
-async def test_the_same_request_id_through_several_batchers_is_applied_once(uow_factory, engine):
+async def test_the_same_request_id_through_several_batchers_is_applied_once(uow_factory, queries, engine):
     acct = unique("acct")
     fund(uow_factory, acct, 100)
     credit = c.Credit(unique("r"), acct, 5, LotSource.BONUS)
-    batchers = [Batcher(uow_factory, now, handlers.NullMetrics()) for _ in range(4)]
-    for b in batchers:
-        b.start()
-    try:
-        outs = await asyncio.gather(*(batchers[i % 4].submit(Envelope(credit, "tests")) for i in range(32)))
-    finally:
-        for b in batchers:
-            b.stop()
+    apps = [connects_app(uow_factory, queries) for _ in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(running(app))
+        outs = await asyncio.gather(*(apps[i % 4].ledger.execute(credit, "tests") for i in range(32)))
     assert len({o.receipt.transaction.transaction_id for o in outs}) == 1
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT available FROM wallets WHERE account_id = :a"),

@@ -9,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
 from services.connects.domain import commands as c
 from services.connects.domain.model import MAX_CONNECTS, SYSTEM_ACCOUNTS, LotSource, SpendReason, TransactionKind
 from services.connects.service_layer import queries as q
 from services.connects.service_layer.totals import Issued, LedgerTotals
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import DomainError
+from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.integration.connects.conftest import assert_books_balance, execute_one
 from tests.unit.connects.workload import run_workload
@@ -29,7 +30,7 @@ T0 = datetime(2031, 5, 1, 8, 30, tzinfo=UTC)
 def fresh_engine(create_database):
     """A database of its own: the totals cover the whole journal, so no other test's rows."""
     engine = make_engine(create_database("connects_totals"), pool_size=4)
-    migrate(engine, "connects", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 

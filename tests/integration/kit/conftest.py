@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from kafka.errors import KafkaError
 
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.kafka import dlq_topic, ensure_topics
-from tests.integration.kit.support import MIGRATIONS
+from tests.integration.kit.support import create_tables
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def engine(create_database: Callable[[str], str]) -> Iterator[sa.Engine]:
     except sa.exc.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable ({exc.orig}): run deploy/local/postgres.sh start")
     engine = make_engine(url, pool_size=5)
-    migrate(engine, "kit_test", MIGRATIONS)
+    create_tables(engine)
     yield engine
     engine.dispose()
 

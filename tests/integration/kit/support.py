@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
 
-from services.kit import consumer, outbox
-from services.kit.db import Migration
+from services.kit.consumer import PROCESSED
+from services.kit.outbox import OUTBOX
 
 balances = sa.Table(
     "balances", sa.MetaData(),
@@ -20,15 +20,10 @@ balances = sa.Table(
 )
 
 
-def _create_balances(conn) -> None:
-    balances.create(conn)
-
-
-MIGRATIONS = [
-    outbox.outbox_migration(1),
-    consumer.processed_events_migration(2),
-    Migration(3, "balances (test state)", _create_balances),
-]
+def create_tables(engine: sa.Engine) -> None:
+    """The outbox, processed_events and the balances test table."""
+    for table in (OUTBOX, PROCESSED, balances):
+        table.create(engine)
 
 
 def free_port() -> int:

@@ -79,7 +79,7 @@ def test_commits_made_while_kafka_is_unreachable_are_all_delivered_in_order_per_
                 with engine.begin() as conn:
                     conn.execute(sa.text("SELECT 1"))
                     outbox.add(conn, topic, numbered(key, seq))
-                relay.notify()
+                relay.wake()
         time.sleep(3)
         down_attempts = len(attempts)
         assert unpublished(engine) == 60, "rows must stay in the outbox while Kafka is down"

@@ -10,7 +10,7 @@ accounts: no lock contention at 64 clients), -j 2 (one thread per core), in two 
   * -c 64: the same client concurrency as the Spend run (like with like).
 Each setting runs ROUNDS times, interleaved with the Spend runs, and the median is quoted (the
 machine is shared and noisy). Then:
-1. The connects service (`python -m services.connects --processes BENCH_PROCESSES`, default 1) with
+1. The connects service (`python -m services.connects serve --processes BENCH_PROCESSES`, default 1) with
    its outbox relay in its own process, as deployed, on a second scratch database. On this 2-core
    machine 2 processes did not raise throughput (the cores are already full: ghz, PostgreSQL, the
    relay) and halved the group-commit batch, so the hot wallet and p99 were worse; more cores: try N.
@@ -52,6 +52,7 @@ from tests.load.run_all import bare_run, bare_server
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNTS = 1000
+SEED_CONNECTS = 10**12
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PROCESSES = int(os.environ.get("BENCH_PROCESSES", "1"))
@@ -97,7 +98,9 @@ def start_service(db_url: str, secret_file: str) -> tuple[subprocess.Popen[bytes
     env = {**os.environ, "ADSMON_CONNECTS_DATABASE_URL": db_url, "ADSMON_CONNECTS_GRPC_PORT": str(port),
            "ADSMON_CONNECTS_METRICS_PORT": str(metrics_port), "ADSMON_AUTH_SECRET_FILE": secret_file,
            "ADSMON_LOG_LEVEL": "WARNING", "ADSMON_CONNECTS_CONSUME_JOBS": "false",
-           "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false", "ADSMON_CONNECTS_PROCESSES": str(PROCESSES)}
+           "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false", "ADSMON_CONNECTS_PROCESSES": str(PROCESSES),
+           # `seed` funds each account once for the whole run, above the default per-command maximum.
+           "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS)}
     env.pop("ADSMON_AUTH_SECRET", None)
     log = open(Path(tempfile.gettempdir()) / "bench_connects.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "services.connects"], cwd=ROOT, env=env,
@@ -130,7 +133,7 @@ def seed(port: int, secret: bytes, accounts: list[str]) -> None:
     md = [("authorization", f"Bearer {mint_token(secret, 'billing')}")]
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = connects_pb2_grpc.ConnectsServiceStub(ch)
-        futures = [stub.Credit.future(pb.CreditRequest(request_id=f"seed-{a}", account_id=a, amount=10**12,
+        futures = [stub.Credit.future(pb.CreditRequest(request_id=f"seed-{a}", account_id=a, amount=SEED_CONNECTS,
                                                        source=pb.LOT_SOURCE_PURCHASE), metadata=md)
                    for a in accounts]
         for f in futures:

@@ -13,8 +13,9 @@ from services.billing.adapters.migrations import MIGRATIONS
 from services.billing.adapters.tables import ledger_transactions
 from services.billing.entrypoints.ledger_consumer import handle_ledger_event, purchased_part
 from services.kit.consumer import IdempotentConsumer
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.kafka import encode_event, make_event
+from services.kit.migrations import upgrade
 
 
 class Rec:
@@ -30,7 +31,7 @@ class NoDlq:
 @pytest.fixture
 def engine(tmp_path):
     eng = make_engine(f"sqlite:///{tmp_path}/billing.db")
-    migrate(eng, "billing", MIGRATIONS)
+    upgrade(eng, MIGRATIONS)
     return eng
 
 

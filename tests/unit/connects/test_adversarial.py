@@ -16,8 +16,10 @@ import pytest
 import sqlalchemy as sa
 from adsmon.marketplace.v1 import jobs_pb2
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS, wallets
+from services.connects.adapters.tables import wallets
+from services.connects.bootstrap import jobs_handler
 from services.connects.domain import commands as c
 from services.connects.domain.model import (
     MAX_CONNECTS,
@@ -27,15 +29,15 @@ from services.connects.domain.model import (
     SpendReason,
     TransactionKind,
 )
-from services.connects.entrypoints import jobs_consumer
-from services.connects.service_layer import handlers, queries
-from services.connects.service_layer.batcher import Batcher
+from services.connects.service_layer import handlers, queries, returns
 from services.connects.service_layer.handlers import Envelope
-from services.connects.service_layer.ledger import Ledger
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument, PermissionDenied
 from services.kit.kafka import make_event
+from services.kit.migrations import upgrade
+from services.kit.server import running
 from tests.conftest import unique
+from tests.support.connects import connects_app
 from tests.unit.connects.fakes import FakeLedgerStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -63,7 +65,7 @@ def token(body: object) -> str:
 @pytest.fixture
 def sqlite_engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/connects.db", pool_size=2)
-    migrate(engine, "connects", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 
@@ -124,7 +126,7 @@ def test_system_balances_survive_two_maximal_credits_on_sqlite(sqlite_engine):
 
 
 def cancel_job(engine, job):
-    handle = jobs_consumer.make_handler(lambda: NOW, handlers.NullMetrics())
+    handle = jobs_handler(lambda: NOW, handlers.NullMetrics())
     event = make_event(jobs_pb2.JobCancelled(job_id=job), job, "marketplace")
     with engine.begin() as conn:
         handle(conn, event, None)
@@ -136,7 +138,7 @@ def test_a_client_request_id_cannot_block_the_automatic_return_of_a_cancelled_jo
     spend = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, f"job:{job}"))[0])
     tx_id = spend.transaction.transaction_id
     # A client can name the id the consumer will derive, but no client command may use the reserved namespace.
-    client_id = str(jobs_consumer.return_request_id(tx_id))
+    client_id = str(returns.return_request_id(tx_id))
     assert client_id.startswith(c.RESERVED_REQUEST_ID_PREFIX)
     with pytest.raises(InvalidArgument) as exc:
         c.Credit(client_id, unique("other"), 1, LotSource.BONUS)
@@ -170,7 +172,7 @@ def test_the_jobs_consumer_dead_letters_an_event_whose_return_is_refused_unexpec
     ok(sql_run(sqlite_engine, credit(acct, 10))[0])
     spend = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, f"job:{job}"))[0])
     tx_id = spend.transaction.transaction_id
-    ok(sql_run(sqlite_engine, c.Credit(jobs_consumer.return_request_id(tx_id), unique("other"), 1,
+    ok(sql_run(sqlite_engine, c.Credit(returns.return_request_id(tx_id), unique("other"), 1,
                                        LotSource.BONUS), caller="connects")[0])
     with pytest.raises(DomainError) as exc:
         cancel_job(sqlite_engine, job)
@@ -186,7 +188,7 @@ def test_the_jobs_consumer_skips_a_transaction_returned_meanwhile_and_returns_th
     first = ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 2, SpendReason.PROPOSAL, f"job:{job}"))[0])
     ok(sql_run(sqlite_engine, c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL, f"job:{job}/p2"))[0])
     returned = c.ReturnConnects(unique("r"), first.transaction.transaction_id, ReturnReason.JOB_REMOVED_TOS)
-    handle = jobs_consumer.make_handler(lambda: NOW, handlers.NullMetrics())
+    handle = jobs_handler(lambda: NOW, handlers.NullMetrics())
     event = make_event(jobs_pb2.JobCancelled(job_id=job), job, "marketplace")
     with sqlite_engine.begin() as conn:
         # The RPC return lands after the consumer read the job's transactions, before it returns them.
@@ -449,15 +451,11 @@ def test_a_crash_after_save_before_commit_in_a_batch_is_retried_and_every_caller
         return uow
 
     async def scenario():
-        batcher = Batcher(flaky_uow, lambda: NOW, handlers.NullMetrics(), max_batch=64)
-        ledger = Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW)
-        batcher.start()
-        try:
-            await ledger.mutate(credit(acct, 20), "tests")
-            return await asyncio.gather(*(ledger.execute(c.PlaceHold(unique("r"), acct, 3, SpendReason.PROPOSAL),
-                                                         "tests") for _ in range(8)))
-        finally:
-            batcher.stop()
+        async with running(connects_app(flaky_uow, store, clock=lambda: NOW, BATCH_MAX="64")) as app:
+            await app.ledger.mutate(credit(acct, 20), "tests")
+            return await asyncio.gather(*(app.ledger.execute(c.PlaceHold(unique("r"), acct, 3,
+                                                                         SpendReason.PROPOSAL), "tests")
+                                          for _ in range(8)))
 
     outs = asyncio.run(scenario())
     assert sorted(o.error.reason if o.error else "OK" for o in outs) == ["INSUFFICIENT_CONNECTS"] * 2 + ["OK"] * 6

@@ -7,24 +7,32 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.connects.bootstrap import ConnectsApp
 from services.connects.config import ConnectsConfig
 from services.connects.domain import commands as c
 from services.connects.domain.model import MAX_CONNECTS, LotSource, SpendReason
 from services.connects.service_layer import handlers
-from services.connects.service_layer.batcher import Batcher
-from services.connects.service_layer.ledger import Ledger
 from services.kit.config import ConfigError
-from services.kit.errors import InvalidArgument
+from services.kit.errors import DomainError, InvalidArgument
+from services.kit.server import running
 from tests.conftest import unique
+from tests.support.connects import connects_app
 from tests.unit.connects.fakes import FakeLedgerStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def ledger_over(store: FakeLedgerStore, max_amount: int = c.DEFAULT_MAX_AMOUNT) -> tuple[Ledger, Batcher]:
-    batcher = Batcher(store.uow, lambda: NOW, handlers.NullMetrics())
-    return Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW,
-                  max_amount=max_amount), batcher
+def app_over(store: FakeLedgerStore, max_amount: int = c.DEFAULT_MAX_AMOUNT,
+             metrics: handlers.Metrics | None = None) -> ConnectsApp:
+    return connects_app(store.uow, store, clock=lambda: NOW, metrics=metrics, MAX_AMOUNT=str(max_amount))
+
+
+class Refusals(handlers.NullMetrics):
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def refused(self, method: str, error: DomainError) -> None:
+        self.reasons.append(error.reason)
 
 
 TOO_LARGE = [
@@ -39,11 +47,12 @@ TOO_LARGE = [
 @pytest.mark.parametrize("build", TOO_LARGE, ids=["Credit", "Spend", "Hold", "IncreaseHold", "CaptureHold"])
 @pytest.mark.parametrize("amount", [c.DEFAULT_MAX_AMOUNT + 1, MAX_CONNECTS])
 async def test_an_amount_above_the_maximum_is_refused_before_it_is_queued(build, amount):
-    store = FakeLedgerStore()
-    ledger, _ = ledger_over(store)  # the batcher is not started: anything queued would never be answered
+    store, refusals = FakeLedgerStore(), Refusals()
+    app = app_over(store, metrics=refusals)  # its batcher is not started: anything queued would never be answered
     cmd = build(amount)
     with pytest.raises(InvalidArgument) as exc:
-        await asyncio.wait_for(ledger.execute(cmd, "billing"), timeout=2)
+        await asyncio.wait_for(app.ledger.mutate(cmd, "billing"), timeout=2)
+    assert refusals.reasons == ["AMOUNT_TOO_LARGE"], "counted like any other refusal"
     field = cmd.amount_fields[0]
     assert (exc.value.code, exc.value.reason) == ("INVALID_ARGUMENT", "AMOUNT_TOO_LARGE")
     assert exc.value.metadata == {"field": field, "maximum": str(c.DEFAULT_MAX_AMOUNT)}
@@ -52,9 +61,8 @@ async def test_an_amount_above_the_maximum_is_refused_before_it_is_queued(build,
 
 async def test_the_maximum_itself_is_accepted_and_the_setting_moves_the_bound():
     store, acct = FakeLedgerStore(), unique("a")
-    ledger, batcher = ledger_over(store, max_amount=50)
-    batcher.start()
-    try:
+    async with running(app_over(store, max_amount=50)) as app:
+        ledger = app.ledger
         await ledger.mutate(c.Credit(unique("r"), acct, 50, LotSource.BONUS), "tests")
         held = await ledger.mutate(c.PlaceHold(unique("r"), acct, 20, SpendReason.PROPOSAL), "tests")
         await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 50), "tests")
@@ -62,8 +70,6 @@ async def test_the_maximum_itself_is_accepted_and_the_setting_moves_the_bound():
             await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 51), "tests")
         with pytest.raises(InvalidArgument, match="at most 50"):
             await ledger.mutate(c.Credit(unique("r"), acct, 51, LotSource.BONUS), "tests")
-    finally:
-        batcher.stop()
     assert (store.wallets[acct].available, store.wallets[acct].held) == (0, 50)
 
 

@@ -6,12 +6,19 @@ import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from services.billing.adapters.migrations import MIGRATIONS as BILLING_MIGRATIONS
+from services.billing.adapters.tables import ledger_transactions
+from services.billing.entrypoints.ledger_consumer import handle_ledger_event
+from services.connects.adapters.events import ledger_event
 from services.connects.domain import commands as c
 from services.connects.domain.model import HOLDS, HoldStatus, LotSource, SpendReason, TransactionKind, Wallet
 from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
+from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument
+from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.unit.connects.fakes import FakeLedgerStore
 
@@ -264,3 +271,24 @@ def test_increase_then_capture_in_one_batch_captures_the_grown_hold():
     assert (store.wallets[acct].available, store.wallets[acct].held) == (13, 0)
     kinds = [t.kind for t in store.outbox if t.hold_id == hold_id]
     assert kinds == [TransactionKind.HOLD, TransactionKind.HOLD, TransactionKind.CAPTURE]
+
+
+def test_an_increase_is_published_as_a_hold_event_that_billing_records_beside_the_first(tmp_path):
+    store = FakeLedgerStore()
+    acct = unique("a")
+    run(store, c.Credit(unique("r"), acct, 10, LotSource.PURCHASE), caller="billing")
+    (held,) = run(store, c.PlaceHold(unique("r"), acct, 3, SpendReason.BOOST), caller="ads")
+    run(store, c.IncreaseHold(unique("r"), held.receipt.hold_id, 8), caller="ads")
+    hold_txs = [t for t in store.outbox if t.hold_id == held.receipt.hold_id]
+    events = [ledger_event(t) for t in hold_txs]
+    assert len({e.event_id for e in events}) == 2
+    engine = make_engine(f"sqlite:///{tmp_path}/billing.db")
+    upgrade(engine, BILLING_MIGRATIONS)
+    with engine.begin() as conn:
+        for e in events:
+            handle_ledger_event(conn, e, None)
+        rows = conn.execute(sa.select(ledger_transactions.c.kind, ledger_transactions.c.amount,
+                                      ledger_transactions.c.purchased_amount)
+                            .order_by(ledger_transactions.c.amount)).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("HOLD", 3, 3), ("HOLD", 5, 5)]

@@ -10,11 +10,11 @@ import pytest
 from services.connects.domain import commands as c
 from services.connects.domain.model import HoldStatus, LotSource, ReturnReason, SpendReason, TransactionKind
 from services.connects.service_layer import handlers, queries
-from services.connects.service_layer.batcher import Batcher
 from services.connects.service_layer.handlers import Envelope
-from services.connects.service_layer.ledger import Ledger
 from services.kit.errors import DomainError, InvalidArgument
+from services.kit.server import running
 from tests.conftest import unique
+from tests.support.connects import connects_app
 from tests.unit.connects.fakes import FakeLedgerStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -212,17 +212,13 @@ def test_bad_commands_are_refused_with_a_reason_and_the_field(build, reason, fie
 
 async def test_batcher_applies_concurrent_duplicates_once_and_answers_both():
     store, acct = FakeLedgerStore(), unique("a")
-    batcher = Batcher(store.uow, lambda: NOW, handlers.NullMetrics(), max_batch=64)
-    batcher.start()
-    ledger = Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW)
-    try:
+    async with running(connects_app(store.uow, store, clock=lambda: NOW, BATCH_MAX="64")) as app:
+        ledger = app.ledger
         await ledger.mutate(credit(acct, 100), "tests")
         spend = c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL)
         outs = await asyncio.gather(*(ledger.execute(spend, "tests") for _ in range(10)))
         spends = await asyncio.gather(*(ledger.mutate(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL),
                                                       "tests") for _ in range(50)))
-    finally:
-        batcher.stop()
     assert len({o.receipt.transaction.transaction_id for o in outs}) == 1
     assert sum(o.replayed for o in outs) == 9
     assert len(spends) == 50 and store.wallets[acct].available == 49
@@ -239,11 +235,26 @@ async def test_batcher_retries_a_failed_batch_command_by_command():
             uow.fail_on_save = RuntimeError("connection reset")
         return uow
 
-    batcher = Batcher(flaky_uow, lambda: NOW, handlers.NullMetrics())
-    ledger = Ledger(batcher, store, lambda fn, *a: asyncio.to_thread(fn, *a), lambda: NOW)
-    batcher.start()
-    await ledger.mutate(credit(acct, 100), "tests")
-    results = await asyncio.gather(*(ledger.mutate(credit(acct, 1), "tests") for _ in range(5)))
-    batcher.stop()
+    async with running(connects_app(flaky_uow, store, clock=lambda: NOW)) as app:
+        await app.ledger.mutate(credit(acct, 100), "tests")
+        results = await asyncio.gather(*(app.ledger.mutate(credit(acct, 1), "tests") for _ in range(5)))
     assert calls["n"] >= 3, "the failed unit of work was followed by retries"
     assert len(results) == 5 and store.wallets[acct].available == 105
+
+
+async def test_a_refusal_before_queuing_is_counted_like_any_other_and_nothing_is_queued():
+    store, recorder = FakeLedgerStore(), Recorder()
+    calls = {"n": 0}
+
+    def counting_uow():
+        calls["n"] += 1
+        return store.uow()
+
+    async with running(connects_app(counting_uow, store, clock=lambda: NOW, metrics=recorder)) as app:
+        with pytest.raises(DomainError) as exc:
+            await app.ledger.mutate(credit(unique("a"), 5, LotSource.PURCHASE), "marketplace")
+        refused = await app.ledger.execute(c.ExpireLots(unique("a")), "ads")
+    assert exc.value.reason == "CALLER_NOT_ALLOWED"
+    assert refused.error is not None and refused.error.reason == "CALLER_NOT_ALLOWED"
+    assert recorder.refusals == ["CALLER_NOT_ALLOWED", "CALLER_NOT_ALLOWED"]
+    assert calls["n"] == 0, "refused before the batcher opened a unit of work"

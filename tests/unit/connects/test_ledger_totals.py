@@ -6,15 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.connects.adapters.migrations import MIGRATIONS
 from services.connects.adapters.repository import SqlAlchemyLedgerQueries, SqlAlchemyLedgerUnitOfWork
-from services.connects.adapters.tables import MIGRATIONS
 from services.connects.domain import commands as c
 from services.connects.domain.model import MAX_CONNECTS, SYSTEM_ACCOUNTS, LotSource, ReturnReason, SpendReason
 from services.connects.service_layer import handlers, queries
 from services.connects.service_layer.handlers import Envelope
 from services.connects.service_layer.totals import Issued
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import DomainError, InvalidArgument
+from services.kit.migrations import upgrade
 from tests.conftest import unique
 from tests.unit.connects.fakes import FakeLedgerStore
 from tests.unit.connects.workload import run_workload
@@ -26,7 +27,7 @@ H = timedelta(hours=1)
 @pytest.fixture
 def sqlite_engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/connects.db", pool_size=2)
-    migrate(engine, "connects", MIGRATIONS)
+    upgrade(engine, MIGRATIONS)
     yield engine
     engine.dispose()
 

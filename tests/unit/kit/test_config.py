@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from services.kit.config import ConfigError, ServiceConfig
@@ -74,3 +76,17 @@ def test_relays_and_consumers_built_from_config_use_its_namespaces():
 def test_a_topic_prefix_with_odd_characters_is_refused():
     with pytest.raises(ConfigError, match="ADSMON_KAFKA_TOPIC_PREFIX"):
         load(ADSMON_KAFKA_TOPIC_PREFIX="a b")
+
+
+def test_the_token_cli_without_a_secret_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path):
+    from services.kit import auth
+
+    for key in [k for k in os.environ if "AUTH_SECRET" in k]:
+        monkeypatch.delenv(key)
+    assert auth.main(["mint", "operator"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "AUTH_SECRET_FILE" in err
+    (tmp_path / "s").write_text("x" * 40)
+    monkeypatch.setenv("ADSMON_AUTH_SECRET_FILE", str(tmp_path / "s"))
+    assert auth.main(["mint", "operator"]) == 0
+    assert auth.Authenticator(b"x" * 40).verify(f"Bearer {capsys.readouterr().out.strip()}") == "operator"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,27 +15,14 @@ from kafka import TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import exc as sa_exc
 
-from services.kit import consumer as consumer_mod
 from services.kit.consumer import PROCESSED, IdempotentConsumer
-from services.kit.db import Migration, make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.kafka import UndecodableEvent, decode_event, decode_payload, encode_event, make_event
+from tests.support.kafka import Rec
 
 balances = sa.Table("balances", sa.MetaData(), sa.Column("account", sa.String, primary_key=True),
                     sa.Column("amount", sa.Integer, nullable=False))
-
-
-def create_balances(conn):
-    balances.create(conn)
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class FakeFuture:
@@ -71,7 +57,8 @@ def metric(name: str, **labels: str) -> float:
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/svc.db")
-    migrate(engine, "svc", [consumer_mod.processed_events_migration(1), Migration(2, "balances", create_balances)])
+    PROCESSED.create(engine)
+    balances.create(engine)
     yield engine
     engine.dispose()
 
@@ -319,22 +306,22 @@ def test_purge_forgets_only_this_groups_ids_older_than_the_retention(engine):
     assert consumer.process(record(old, offset=2)) == "applied"
 
 
-def test_the_purge_index_migration_upgrades_old_tables_and_is_a_no_op_on_new_ones(tmp_path):
-    from services.kit.consumer import processed_events_migration, processed_events_purge_index_migration
-    from services.kit.db import make_engine, migrate
+def test_after_commit_runs_once_the_effect_is_durable_and_not_for_a_duplicate(engine):
+    seen: list[int | None] = []
+    c, _ = make(engine, after_commit=lambda: seen.append(balance(engine)))  # read on another connection
+    e = credited(7)
+    assert c.process(record(e, offset=0)) == "applied"
+    assert seen == [7], "the hook saw the committed balance, so it ran after the commit"
+    assert c.process(record(e, offset=1)) == "duplicate"
+    assert seen == [7]
 
-    def indexes(engine) -> list[str]:
-        return [i["name"] for i in sa.inspect(engine).get_indexes("processed_events")]
 
-    old = make_engine(f"sqlite:///{tmp_path}/old.db")
-    with old.begin() as conn:  # the table as version 3 created it, before the index existed
-        conn.exec_driver_sql("CREATE TABLE processed_events (consumer_group VARCHAR(255), event_id VARCHAR(128), "
-                             "topic VARCHAR(249), partition INTEGER, \"offset\" BIGINT, processed_at DATETIME, "
-                             "PRIMARY KEY (consumer_group, event_id))")
-    assert indexes(old) == []
-    assert migrate(old, "svc", [processed_events_purge_index_migration(4)]) == [4]
-    assert indexes(old) == ["ix_processed_events_group_processed_at"]
+def test_after_commit_does_not_run_when_the_handler_fails(engine):
+    calls: list[None] = []
 
-    new = make_engine(f"sqlite:///{tmp_path}/new.db")
-    assert migrate(new, "svc", [processed_events_migration(3), processed_events_purge_index_migration(4)]) == [3, 4]
-    assert indexes(new) == ["ix_processed_events_group_processed_at"]
+    def refuse(conn, event, rec):
+        raise FailedPrecondition("NO", "refused")
+
+    c, dlq = make(engine, handler=refuse, after_commit=lambda: calls.append(None))
+    assert c.process(record(credited(1))) == "dead_lettered"
+    assert calls == [] and len(dlq.sent) == 1

@@ -13,7 +13,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from prometheus_client import REGISTRY
 
 from services.kit import outbox
-from services.kit.db import make_engine, migrate
+from services.kit.db import make_engine
 from services.kit.kafka import make_event
 from services.kit.outbox import OUTBOX, OutboxRelay, OutboxRow, SimulatedCrash, publishable
 
@@ -54,7 +54,7 @@ def metric(name: str, **labels: str) -> float:
 @pytest.fixture
 def engine(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/svc.db")
-    migrate(engine, "svc", [outbox.outbox_migration(1)])
+    OUTBOX.create(engine)
     yield engine
     engine.dispose()
 
@@ -184,7 +184,7 @@ def test_relay_thread_backs_off_while_kafka_is_down_and_resumes_by_itself(engine
     assert not relay.running
 
 
-def test_notify_wakes_the_relay_long_before_its_poll_interval(engine):
+def test_wake_wakes_the_relay_long_before_its_poll_interval(engine):
     producer = FakeProducer()
     relay = OutboxRelay(engine, "unused:1", service=service_name(), producer_factory=lambda: producer,
                         poll_interval=30)
@@ -194,7 +194,7 @@ def test_notify_wakes_the_relay_long_before_its_poll_interval(engine):
         with engine.begin() as conn:
             outbox.add(conn, "t", event("a", "now"))
         started = time.monotonic()
-        relay.notify()
+        relay.wake()
         while not producer.sent and time.monotonic() - started < 5:
             time.sleep(0.01)
         assert producer.sent and time.monotonic() - started < 2

@@ -32,6 +32,12 @@ class EchoServicer:
     async def Crash(self, request: bytes, context) -> bytes:
         raise RuntimeError("password=hunter2 leaked in an exception")
 
+    async def Unbuilt(self, request: bytes, context) -> bytes:
+        # What a generated servicer base class does for a method nobody implemented.
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
     async def Typed(self, request: health_pb2.HealthCheckRequest, context) -> bytes:
         return request.service.encode()
 
@@ -43,7 +49,7 @@ class EchoServicer:
 def add_echo(servicer: EchoServicer, server: grpc.aio.Server) -> None:
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
-        for name in ("Echo", "Refuse", "Crash", "Remaining")
+        for name in ("Echo", "Refuse", "Crash", "Remaining", "Unbuilt")
     }
     handlers["Typed"] = grpc.unary_unary_rpc_method_handler(
         servicer.Typed, request_deserializer=health_pb2.HealthCheckRequest.FromString)
@@ -127,6 +133,14 @@ async def test_unexpected_exception_is_internal_without_leaking_its_text(server)
     assert error_info(err.value).reason == "INTERNAL"
 
 
+async def test_a_method_not_implemented_yet_is_unimplemented_not_internal(server):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(server.app.grpc_port, "Unbuilt", token=mint_token(SECRET, "tests"))
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_info(err.value).reason == "UNIMPLEMENTED"
+    assert "Unbuilt" in err.value.details()
+
+
 async def test_handled_counter_uses_go_grpc_prometheus_labels(server):
     labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Refuse",
               "grpc_code": "FailedPrecondition"}
@@ -182,3 +196,31 @@ async def test_a_malformed_request_from_an_unknown_caller_is_still_unauthenticat
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(server.app.grpc_port, "Typed", b"\x0a\x02\xff\xfe")
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_method_the_servicer_does_not_implement_is_unimplemented_not_internal():
+    from adsmon.billing.v1 import billing_pb2, billing_pb2_grpc
+
+    name = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
+
+    class OnlyTheBase(billing_pb2_grpc.BillingServiceServicer):
+        pass  # every method is the generated base's: it raises NotImplementedError
+
+    app = App(config(), [ServiceRegistration(name, billing_pb2_grpc.add_BillingServiceServicer_to_server,
+                                             OnlyTheBase(), Policy.build(name, default={"tests"}))],
+              drain_delay_seconds=0.0)
+    srv = Server(app)
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+            stub = billing_pb2_grpc.BillingServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await stub.Reconcile(billing_pb2.ReconcileRequest(), timeout=5,
+                                     metadata=(("authorization", f"Bearer {mint_token(SECRET, 'tests')}"),))
+    finally:
+        await srv.stop()
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    info = error_info(exc.value)
+    assert (info.reason, info.metadata["method"]) == ("UNIMPLEMENTED", "Reconcile")
+    assert REGISTRY.get_sample_value("grpc_server_handled_total", {
+        "grpc_type": "unary", "grpc_service": name, "grpc_method": "Reconcile", "grpc_code": "Unimplemented"}) >= 1

@@ -1,0 +1,1 @@
+"""The traffic simulator: `python -m deploy.sim` (see __main__.py)."""

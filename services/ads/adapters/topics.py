@@ -1,0 +1,8 @@
+"""The Kafka topics ads produces and consumes (logical names; ADSMON_KAFKA_TOPIC_PREFIX is added on the wire)."""
+
+from __future__ import annotations
+
+ADS_EVENTS = "ads.events.v1"  # produced: bids, auctions, badges, campaigns, key job_id or campaign_id
+
+PRODUCES = (ADS_EVENTS,)
+CONSUMES: tuple[str, ...] = ()  # marketplace.jobs.v1 once auctions close on hire/cancel

@@ -1,0 +1,25 @@
+"""processed_events: the idempotent consumer's record of applied events (services.kit.consumer)
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from services.kit import migrations
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    migrations.create_processed_events_table()
+
+
+def downgrade() -> None:
+    op.drop_table("processed_events")
