@@ -1,18 +1,12 @@
 """The books' tables: billing's copy of the ledger, deferred revenue per lot, the revenue journal, reconciliation.
 
-Their own migration list (`REVENUE_MIGRATIONS`, migrated under the name
-`billing-revenue`) so that they evolve apart from the purchases' tables.
+Created by billing's Alembic revision `0006_revenue_books` (the frozen DDL);
+`metadata` is listed in billing's `MIGRATIONS` target metadata.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from services.kit import consumer, outbox
-from services.kit.db import Migration
-
-MIGRATION_SERVICE = "billing-revenue"
 
 metadata = sa.MetaData()
 
@@ -92,13 +86,3 @@ reconcile_mismatches = sa.Table(
     sa.Column("billing_cents", sa.BigInteger, nullable=False),
     sa.Column("provider_cents", sa.BigInteger, nullable=False),
 )
-
-
-def _v1_books(conn: Connection) -> None:
-    # The kit's outbox and processed_events are shared with the rest of billing (checkfirst: whoever is first).
-    outbox.create_tables(conn)
-    consumer.create_tables(conn)
-    metadata.create_all(conn, checkfirst=True)
-
-
-REVENUE_MIGRATIONS = [Migration(1, "revenue books", _v1_books)]

@@ -29,10 +29,11 @@ from sqlalchemy.engine import Connection, Engine
 from services.billing.adapters import revenue_metrics as metrics
 from services.billing.adapters.revenue_events import decode_ledger_event
 from services.billing.adapters.revenue_repository import BooksRepository
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.service_layer.revenue import BatchResult, LedgerItem, apply_ledger_batch
 from services.kit import consumer as kit_consumer
 from services.kit.consumer import APPLIED, DUPLICATE, IdempotentConsumer, Record
-from services.kit.kafka import BILLING_TOPIC, UndecodableEvent, decode_event, make_consumer
+from services.kit.kafka import UndecodableEvent, decode_event, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class RevenueConsumer(IdempotentConsumer):
         options.setdefault("consumer_factory", lambda: make_consumer(
             bootstrap, group_id=group_id, client_id=f"{service}-revenue", max_poll_records=max_poll_records,
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024))
-        super().__init__(engine, bootstrap, group_id, topics, self._apply_one, service=service, **options)
+        super().__init__(engine, bootstrap, group_id, topics, self._apply_one, service=service,
+                         after_commit=after_commit, **options)
         self.events_topic = events_topic
-        self._after_commit = after_commit
         self.applied_total = 0
 
     def start(self) -> None:
@@ -70,7 +71,8 @@ class RevenueConsumer(IdempotentConsumer):
     def _apply_one(self, conn: Connection, event: Event, record: Record) -> None:
         tx = decode_ledger_event(event)
         item = LedgerItem(event.event_id, record.topic, record.partition, record.offset, tx)
-        self._observe(apply_ledger_batch(conn, [item], group=None, events_topic=self.events_topic))
+        # The kit's per-record path wakes the relay itself after its commit.
+        self._observe(apply_ledger_batch(conn, [item], group=None, events_topic=self.events_topic), wake=False)
 
     def poll_once(self) -> int:
         assert self._consumer is not None
@@ -106,7 +108,7 @@ class RevenueConsumer(IdempotentConsumer):
             for _, r in records:
                 self.process(r)
         else:
-            self._observe(result)
+            self._observe(result, wake=True)
             metrics.batch_size.observe(len(items))
             kit_consumer.handle_seconds.labels(self.service, records[0][1].topic).observe(
                 time.perf_counter() - started)
@@ -121,7 +123,7 @@ class RevenueConsumer(IdempotentConsumer):
         if consumer is not None:
             self._commit(done)
 
-    def _observe(self, result: BatchResult) -> None:
+    def _observe(self, result: BatchResult, *, wake: bool) -> None:
         self.applied_total += result.applied
         for product, (connects, cents) in result.recognised.items():
             metrics.revenue_recognised_cents.labels(product.value).inc(cents)
@@ -129,5 +131,5 @@ class RevenueConsumer(IdempotentConsumer):
         if result.breakage_cents:
             metrics.breakage_cents.inc(result.breakage_cents)
         metrics.deferred_cents.inc(result.deferred_delta)
-        if result.applied and self._after_commit is not None:
+        if wake and result.applied and self._after_commit is not None:
             self._after_commit()

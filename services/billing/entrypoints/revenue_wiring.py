@@ -1,7 +1,7 @@
 """Wiring of the books: `build_books` makes the servicer half and the background parts.
 
-Billing's bootstrap calls it after opening the database (and migrating
-`REVENUE_MIGRATIONS` under `MIGRATION_SERVICE`), then delegates
+Billing's bootstrap calls it after opening (and migrating: the books' tables
+are revision 0006_revenue_books of billing's Alembic chain) the database, then delegates
 GetRevenueReport, GetStatement and Reconcile to the returned servicer and
 starts the returned components with the App.
 """
@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
+from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
 from services.billing.entrypoints.reconcile_worker import ReconcileWorker
 from services.billing.entrypoints.revenue_consumer import RevenueConsumer
 from services.billing.entrypoints.revenue_servicer import BooksServicer
@@ -22,7 +23,6 @@ from services.billing.service_layer.reconcile import Reconciler
 from services.billing.service_layer.revenue_ports import PaymentRecords
 from services.connects.client import AbstractConnectsClient
 from services.kit.config import Env, ServiceConfig
-from services.kit.kafka import LEDGER_TOPIC
 from services.kit.server import Component
 
 CONSUMER_GROUP = "billing-revenue"

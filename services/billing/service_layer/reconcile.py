@@ -26,6 +26,7 @@ from services.billing.adapters import revenue_metrics as metrics
 from services.billing.adapters.revenue_events import PRODUCER, money
 from services.billing.adapters.revenue_repository import BooksRepository
 from services.billing.adapters.revenue_tables import reconcile_mismatches, reconcile_runs
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.domain import reconcile as rec
 from services.billing.domain.revenue import EntryKind
 from services.billing.service_layer.ports import PurchaseLookup, PurchaseRecord
@@ -34,7 +35,7 @@ from services.connects.client import AbstractConnectsClient
 from services.kit import outbox
 from services.kit.db import is_postgres
 from services.kit.errors import Aborted
-from services.kit.kafka import BILLING_TOPIC, make_event
+from services.kit.kafka import make_event
 
 BEGINNING = datetime(2000, 1, 1, tzinfo=UTC)
 _LOCK_KEY = 0x62696C6C7265636E  # "billrecn": one reconciliation at a time per database

@@ -18,10 +18,10 @@ from sqlalchemy.engine import Connection
 
 from services.billing.adapters.revenue_events import outcome_events
 from services.billing.adapters.revenue_repository import BooksRepository
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.domain import revenue
 from services.billing.domain.revenue import Entry, EntryKind, LedgerTx, Product, RevenueLot
 from services.kit import outbox
-from services.kit.kafka import BILLING_TOPIC
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ import sqlalchemy as sa
 from adsmon.connects.v1 import connects_pb2_grpc
 
 from services.billing.adapters.revenue_tables import revenue_transactions
+from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
 from services.billing.entrypoints.revenue_consumer import RevenueConsumer
 from services.connects.adapters.tables import transactions as ledger_transactions
 from services.connects.bootstrap import bootstrap
 from services.connects.config import ConnectsConfig
 from services.kit.clients import channel
 from services.kit.db import make_engine
-from services.kit.kafka import LEDGER_TOPIC
 from services.kit.server import App, Server
 from tests.conftest import unique
 from tests.unit.billing.revenue_fakes import migrate_books
@@ -71,7 +71,7 @@ async def connects(create_database, auth_secret, kafka_bootstrap) -> AsyncIterat
            "ADSMON_CONNECTS_CONSUME_JOBS": "false"}
     config = ConnectsConfig.from_env(env)
     clock = MovableClock()
-    app = await bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)), clock=clock)
+    app = bootstrap(replace(config, base=replace(config.base, grpc_port=0, metrics_port=0)), clock=clock)
     app.drain_delay_seconds = 0
     srv = Server(app)
     await srv.start()

@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 
 from services.billing.adapters.lookup import SqlAlchemyPurchaseLookup
 from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
+from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
 from services.billing.domain.revenue import Product
 from services.billing.service_layer import reports
-from services.kit.kafka import LEDGER_TOPIC, make_producer
+from services.kit.kafka import make_producer
 from services.kit.outbox import OUTBOX
 from tests.conftest import unique
 from tests.integration.billing.conftest import Connects, caught_up

@@ -37,13 +37,14 @@ from services.billing.adapters.revenue_events import ledger_tx
 from services.billing.adapters.revenue_repository import BooksRepository
 from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
 from services.billing.adapters.tables import purchases
+from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
 from services.billing.entrypoints.revenue_consumer import RevenueConsumer
 from services.billing.service_layer import reports
 from services.billing.service_layer.reconcile import Reconciler
 from services.billing.service_layer.revenue import LedgerItem, apply_ledger_batch
 from services.kit import bulk
 from services.kit.db import make_engine
-from services.kit.kafka import LEDGER_TOPIC, dlq_topic, encode_event, ensure_topics, make_event, make_producer
+from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_event, make_producer
 from services.kit.outbox import OUTBOX
 from tests.unit.billing.revenue_fakes import FakeLedgerTotals, FakeProvider, Ledger, migrate_books
 
