@@ -54,7 +54,7 @@ def statement_pb(s: reports.Statement) -> billing_pb2.Statement:
     lines = []
     for x in s.lines:
         line = billing_pb2.StatementLine(
-            occurred_at=_ts(x.occurred_at), kind=billing_pb2.StatementLineKind.Value(f"STATEMENT_LINE_KIND_{x.kind}"),
+            occurred_at=_ts(x.occurred_at), kind=f"STATEMENT_LINE_KIND_{x.kind}",
             connects_delta=x.connects_delta, reference=x.reference,
             product=PRODUCT_PB[x.product] if x.product else billing_pb2.PRODUCT_UNSPECIFIED)
         if x.cents is not None:

@@ -189,7 +189,7 @@ def ledger_side(totals: connects_pb2.GetLedgerTotalsResponse) -> rec.LedgerSide:
     return rec.LedgerSide(purchased=issued, unspent=issued - spent - expired + returned - clawed)
 
 
-_KIND_PB = {k: billing_pb2.MismatchKind.Value(f"MISMATCH_KIND_{k.value}") for k in rec.MismatchKind}
+_KIND_PB = {k: f"MISMATCH_KIND_{k.value}" for k in rec.MismatchKind}  # protobuf takes enum values by name
 
 
 def mismatch_pb(m: rec.Mismatch) -> billing_pb2.ReconciliationMismatch:
