@@ -58,6 +58,13 @@ PER_ACCOUNT = {"cash": 900, "boosts": 45, "badge": 15, "promoted": 60, "proposal
                "deferred": 300}
 
 
+def drop_db(url: str) -> None:
+    admin = sa.create_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    admin.dispose()
+
+
 def scratch_db() -> str:
     admin = sa.create_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]), isolation_level="AUTOCOMMIT")
     name = f"bench_books_{uuid.uuid4().hex[:8]}"
@@ -173,8 +180,16 @@ def reconcile_setup(engine: sa.Engine, start: int, count: int, totals: FakeLedge
 
 
 def main() -> int:
+    url = scratch_db()
+    try:
+        return run(url)
+    finally:
+        drop_db(url)
+
+
+def run(url: str) -> int:
     bootstrap = os.environ["ADSMON_KAFKA_BOOTSTRAP"]
-    engine = make_engine(scratch_db(), pool_size=4)
+    engine = make_engine(url, pool_size=4)
     migrate_books(engine)
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     topic = prefix + LEDGER_TOPIC
@@ -218,7 +233,7 @@ def main() -> int:
     reconciler = Reconciler(engine, totals, SqlAlchemyPurchaseLookup(engine), provider,
                             clock=lambda: T0 + timedelta(days=30))
     t = time.perf_counter()
-    run = reconciler.run("bench")
+    outcome = reconciler.run("bench")
     reconcile_s = time.perf_counter() - t
 
     eps = n / first_s
@@ -232,13 +247,14 @@ def main() -> int:
         f"| replay of the whole topic by a second group (all duplicates) | {replay_s:.2f} s "
         f"= {n / replay_s:,.0f} events/s | changes nothing: {'yes' if after_first == after_replay else 'NO'} |",
         f"| report after both passes equals the workload to the cent | {'yes' if got == want else 'NO'} | exact |",
-        f"| Reconcile over {run.accounts_checked:,} accounts ({len(run.mismatches)} mismatches) | "
+        f"| Reconcile over {outcome.accounts_checked:,} accounts ({len(outcome.mismatches)} mismatches) | "
         f"{reconcile_s:.2f} s | report |",
         "", f"(producing the backlog took {produce_s:.1f} s, not timed; ledger totals in memory for Reconcile)", ""]
     print("\n".join(lines))
-    ok = exact and not run.mismatches
+    engine.dispose()
+    ok = exact and not outcome.mismatches
     if not ok:
-        print(f"FAILED: report {got} != {want}, mismatches={len(run.mismatches)}, after the first pass "
+        print(f"FAILED: report {got} != {want}, mismatches={len(outcome.mismatches)}, after the first pass "
               f"{after_first}, after the replay {after_replay}", file=sys.stderr)
     return 0 if ok else 1
 
