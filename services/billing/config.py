@@ -25,6 +25,9 @@ class BillingConfig:
     renewal_retry_after_seconds: float = 86_400.0
     renewal_attempts: int = 3
     sandbox_capture_delay_seconds: float = 0.3
+    # The books: how often the scheduled reconciliation runs, and how old a fact must be to be compared.
+    reconcile_interval_seconds: float = 3600.0
+    reconcile_settle_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BillingConfig:
@@ -46,4 +49,6 @@ class BillingConfig:
                                                   hi=30 * 86_400.0),
             renewal_attempts=env.int("RENEWAL_ATTEMPTS", 3, lo=1, hi=20),
             sandbox_capture_delay_seconds=env.float("SANDBOX_CAPTURE_DELAY_SECONDS", 0.3, lo=0.0, hi=600.0),
+            reconcile_interval_seconds=env.float("RECONCILE_INTERVAL_SECONDS", 3600.0, lo=1.0, hi=7 * 86400.0),
+            reconcile_settle_seconds=env.float("RECONCILE_SETTLE_SECONDS", 300.0, lo=0.0, hi=86400.0),
         )

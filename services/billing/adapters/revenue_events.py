@@ -19,9 +19,6 @@ LEDGER_REGISTRY = payload_registry(events_pb2.LedgerTransactionRecorded)
 PRODUCER = "billing"
 CURRENCY = "USD"
 
-# The chargeback claw-back (ConnectsService.ReverseCredit) is recognised by name once connects' proto
-# has it; until then such a transaction has no name here and moves no revenue.
-_REVERSE_CREDIT_NAMES = ("TRANSACTION_KIND_REVERSAL", "TRANSACTION_KIND_REVERSE_CREDIT")
 
 
 def _name(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
@@ -35,10 +32,8 @@ def _name(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
 
 
 def kind_name(kind: int) -> str:
-    name = _name(connects_pb2.TransactionKind, kind, "")
-    if name in _REVERSE_CREDIT_NAMES:
-        return revenue.REVERSE_CREDIT
-    return name.removeprefix("TRANSACTION_KIND_")
+    """The ledger's kind name (REVERSAL, ReverseCredit's claw-back, is the domain's REVERSE_CREDIT)."""
+    return _name(connects_pb2.TransactionKind, kind, "TRANSACTION_KIND_")
 
 
 def ledger_tx(msg: events_pb2.LedgerTransactionRecorded) -> LedgerTx:

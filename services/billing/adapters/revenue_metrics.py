@@ -20,6 +20,8 @@ reconciliation_mismatches = Gauge("billing_reconciliation_mismatches_last_run",
                                   "Differences found by the last reconciliation run, by kind.", ["kind"])
 reconciliation_mismatches_total = Counter("billing_reconciliation_mismatches_total",
                                           "Differences found by reconciliation runs, by kind.", ["kind"])
+reconciliation_runs = Counter("billing_reconciliation_runs_total",
+                              "Reconciliation runs by result (clean, mismatch, error).", ["result"])
 reconciliation_seconds = Gauge("billing_reconciliation_duration_seconds", "How long the last reconciliation took.")
 reconciliation_last_run = Gauge("billing_reconciliation_last_run_timestamp_seconds",
                                 "Unix time of the last completed reconciliation run.")
@@ -27,3 +29,5 @@ reconciliation_last_run = Gauge("billing_reconciliation_last_run_timestamp_secon
 for _p in Product:  # every product's series exists from the start (rate() sees the first increment)
     revenue_recognised_cents.labels(_p.value)
     revenue_recognised_connects.labels(_p.value)
+for _r in ("clean", "mismatch", "error"):
+    reconciliation_runs.labels(_r)

@@ -21,12 +21,15 @@ Behind the `PaymentProvider` port (`services.billing.service_layer.payments`):
   `charge.refunded`, `charge.dispute.created`) delivered late (a random delay),
   twice (every event is sent `copies` times) and therefore out of order; a
   handler that raises gets the event again later, as a real provider retries;
-- refunds, disputes (`dispute(intent_id)`), and `emit` to inject any event (tests).
+- refunds, disputes (`dispute(intent_id)`), and `emit` to inject any event (tests);
+- its own records of Connects purchases (the books' `PaymentRecords` port): payments captured and money
+  taken back (disputes, refunds), by wall-clock time, whatever billing believes.
 
 As a process: `python -m services.billing.adapters.sandbox_provider --port 8099
 --webhook-url http://127.0.0.1:8098/webhooks` serves the same core as JSON over
 HTTP on loopback (POST /v1/payment_intents with an Idempotency-Key header,
-GET /v1/payment_intents[/<id>], POST /v1/refunds, POST /v1/disputes, and
+GET /v1/payment_intents[/<id>], POST /v1/refunds, POST /v1/disputes,
+GET /v1/records?start=<iso>&end=<iso> (the PaymentRecords), and
 POST /v1/test/events to inject an event) and POSTs
 webhook events to the URL; `HttpSandboxProvider` is billing's adapter for it.
 """
@@ -42,11 +45,12 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -59,6 +63,7 @@ from services.billing.service_layer.payments import (
     PaymentProvider,
     ProviderEvent,
 )
+from services.billing.service_layer.revenue_ports import PaymentRecords, ProviderPayment, ProviderReversal
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,17 @@ class _Intent:
     disputed: bool = False
     captures_at: float = 0.0  # async cards: when the capture happens (monotonic)
     charge_id: str = ""
+    captured_at: datetime | None = None  # wall clock (async cards: when the capture will happen)
+    reversals: list[tuple[str, int, datetime]] = field(default_factory=list)  # (DISPUTE|REFUND, cents, at)
+
+
+PURCHASE_KEY_PREFIX = "billing:purchase:"  # Connects purchases' intents (membership fees have their own keys)
+
+
+def _purchase_id(key: str) -> str:
+    """The purchase of an intent's idempotency key `billing:purchase:<purchase_id>`; "" for other intents."""
+    rest = key.removeprefix(PURCHASE_KEY_PREFIX)
+    return rest if rest != key and rest and ":" not in rest else ""
 
 
 @dataclass(order=True)
@@ -157,8 +173,15 @@ class SandboxCore:
                                        decline_code=behaviour, metadata=dict(metadata))
                 self._schedule(EventType.FAILED, intent, now, {"decline_code": behaviour})
             record = _Intent(intent, idempotency_key, behaviour)
+            wall = datetime.now(UTC)
             if intent.status is IntentStatus.PROCESSING:
                 record.captures_at, record.charge_id = now + self.capture_delay, charge_id
+                record.captured_at = wall + timedelta(seconds=self.capture_delay)
+            elif intent.status is IntentStatus.SUCCEEDED:
+                record.captured_at = wall
+                if behaviour == "dispute":
+                    record.disputed = True
+                    record.reversals.append(("DISPUTE", amount_cents, wall + timedelta(seconds=self.dispute_delay)))
             self._by_key[idempotency_key] = record
             self._by_id[intent_id] = record
             return intent, behaviour == "timeout"
@@ -189,6 +212,7 @@ class SandboxCore:
                     record.intent.amount_cents:
                 raise ValueError("nothing captured to refund")
             record.refunded += amount_cents
+            record.reversals.append(("REFUND", amount_cents, datetime.now(UTC)))
             refund_id = _id("re")
             self._refunds[idempotency_key] = refund_id
             self._schedule(EventType.REFUNDED, record.intent, time.monotonic(),
@@ -202,6 +226,7 @@ class SandboxCore:
             self._settle(record)
             dispute_id = _id("dp")
             record.disputed = True
+            record.reversals.append(("DISPUTE", record.intent.amount_cents, datetime.now(UTC)))
             self._schedule(EventType.DISPUTE_CREATED, record.intent, time.monotonic(),
                            {"dispute_id": dispute_id, "amount_cents": str(record.intent.amount_cents),
                             "reason": reason})
@@ -220,6 +245,25 @@ class SandboxCore:
             for record in self._by_id.values():
                 self._settle(record)
             return [r.intent for r in self._by_id.values()]
+
+    def captured_payments(self, start: datetime, end: datetime) -> list[ProviderPayment]:
+        """Connects purchases' payments captured in [start, end), in capture order."""
+        with self._lock:
+            out = []
+            for record in self._by_id.values():
+                self._settle(record)
+                pid, at = _purchase_id(record.key), record.captured_at
+                if pid and record.intent.status is IntentStatus.SUCCEEDED and at is not None and start <= at < end:
+                    out.append(ProviderPayment(record.intent.charge_id, pid, record.intent.amount_cents, at))
+            return sorted(out, key=lambda p: (p.captured_at, p.purchase_id))
+
+    def reversals(self, start: datetime, end: datetime) -> list[ProviderReversal]:
+        """Disputes and refunds of Connects purchases' payments in [start, end), in time order."""
+        with self._lock:
+            out = [ProviderReversal(r.intent.charge_id, pid, cents, kind, at)
+                   for r in self._by_id.values() if (pid := _purchase_id(r.key))
+                   for kind, cents, at in r.reversals if start <= at < end]
+            return sorted(out, key=lambda x: (x.reversed_at, x.purchase_id))
 
     # -- webhook delivery ------------------------------------------------------------------------
 
@@ -291,8 +335,8 @@ class SandboxCore:
                                                           next(self._seq), item.event, item.attempt + 1))
 
 
-class SandboxPaymentProvider(PaymentProvider):
-    """The sandbox in-process behind the port (webhooks delivered to the subscribed handler on a thread)."""
+class SandboxPaymentProvider(PaymentProvider, PaymentRecords):
+    """The sandbox in-process behind the ports (webhooks delivered to the subscribed handler on a thread)."""
 
     def __init__(self, core: SandboxCore | None = None, *, timeout_delay: float = 0.05) -> None:
         self.core = core or SandboxCore()
@@ -317,6 +361,12 @@ class SandboxPaymentProvider(PaymentProvider):
     def subscribe(self, handler: EventHandler) -> None:
         self.core.start(handler)
 
+    def captured_payments(self, start: datetime, end: datetime) -> list[ProviderPayment]:
+        return self.core.captured_payments(start, end)
+
+    def reversals(self, start: datetime, end: datetime) -> list[ProviderReversal]:
+        return self.core.reversals(start, end)
+
     def close(self) -> None:
         self.core.stop()
 
@@ -334,6 +384,13 @@ def _intent_from(body: Mapping[str, Any]) -> PaymentIntent:
     return PaymentIntent(body["intent_id"], IntentStatus(body["status"]), int(body["amount_cents"]),
                          body["currency"], body.get("charge_id", ""), body.get("decline_code", ""),
                          dict(body.get("metadata", {})))
+
+
+def records_json(core: SandboxCore, start: datetime, end: datetime) -> dict[str, Any]:
+    """GET /v1/records: the PaymentRecords of [start, end) as JSON (times ISO 8601)."""
+    return {"payments": [{**asdict(p), "captured_at": p.captured_at.isoformat()}
+                         for p in core.captured_payments(start, end)],
+            "reversals": [{**asdict(r), "reversed_at": r.reversed_at.isoformat()} for r in core.reversals(start, end)]}
 
 
 def event_json(event: ProviderEvent) -> dict[str, Any]:
@@ -397,6 +454,14 @@ def make_server(core: SandboxCore, port: int, *, timeout_delay: float = 6.0) -> 
                     self._reply(404, {"error": "not_found"})
             elif self.path == "/v1/payment_intents":
                 self._reply(200, {"data": [_intent_json(i) for i in core.intents()]})
+            elif self.path.startswith("/v1/records?"):
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                try:
+                    start, end = (datetime.fromisoformat(query[k][0]) for k in ("start", "end"))
+                except (KeyError, ValueError) as exc:
+                    self._reply(400, {"error": "invalid_request", "detail": str(exc)})
+                    return
+                self._reply(200, records_json(core, start, end))
             else:
                 self._reply(404, {"error": "not_found"})
 
@@ -424,7 +489,7 @@ def post_webhook(url: str, timeout: float = 5.0) -> Callable[[ProviderEvent], No
     return deliver
 
 
-class HttpSandboxProvider(PaymentProvider):
+class HttpSandboxProvider(PaymentProvider, PaymentRecords):
     """Billing's adapter for the sandbox run as a process (`python -m services.billing.adapters.sandbox_provider`)."""
 
     def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
@@ -463,6 +528,20 @@ class HttpSandboxProvider(PaymentProvider):
     def refund(self, *, idempotency_key: str, intent_id: str, amount_cents: int) -> str:
         return str(self._call("POST", "/v1/refunds", {"intent_id": intent_id, "amount": amount_cents},
                               key=idempotency_key)["refund_id"])
+
+    def _records(self, start: datetime, end: datetime) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"start": start.isoformat(), "end": end.isoformat()})
+        return self._call("GET", f"/v1/records?{query}")
+
+    def captured_payments(self, start: datetime, end: datetime) -> list[ProviderPayment]:
+        return [ProviderPayment(str(p["payment_reference"]), str(p["purchase_id"]), int(p["amount_cents"]),
+                                datetime.fromisoformat(str(p["captured_at"])))
+                for p in self._records(start, end)["payments"]]
+
+    def reversals(self, start: datetime, end: datetime) -> list[ProviderReversal]:
+        return [ProviderReversal(str(r["payment_reference"]), str(r["purchase_id"]), int(r["amount_cents"]),
+                                 str(r["kind"]), datetime.fromisoformat(str(r["reversed_at"])))
+                for r in self._records(start, end)["reversals"]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         assert self.ctx is not None and self._run is not None, "the servicer was built without its use cases"
-        return await self._run(fn, self.ctx, *args)  # type: ignore[no-any-return]
+        return await self._run(fn, self.ctx, *args)
 
     async def ListBundles(self, request: pb.ListBundlesRequest, context: grpc.aio.ServicerContext
                           ) -> pb.ListBundlesResponse:

@@ -1,7 +1,8 @@
 """The scheduled reconciliation: a kit Worker that runs Reconcile every `interval` seconds.
 
 The run exports `billing_reconciliation_mismatches_last_run{kind}` (gauge)
-and `billing_reconciliation_mismatches_total{kind}` (counter); the worker base
+`billing_reconciliation_mismatches_total{kind}` and `billing_reconciliation_runs_total{result}`
+(counters); the worker base
 adds `worker_runs_total` and `worker_last_success_timestamp_seconds`. Two
 replicas are safe: runs are serialised by an advisory lock, and the one that
 finds another run active skips its turn.

@@ -66,14 +66,14 @@ def clawback(ctx: Context, cb: Chargeback) -> Chargeback:
         current = uow.chargebacks.get(cb.chargeback_id, lock=True)
         done = current.recorded(removed=result.removed, transaction_id=result.transaction_id, now=now)
         if done == current:
-            return current  # type: ignore[no-any-return]
+            return current
         uow.chargebacks.save(done)
         purchase = uow.purchases.get(cb.purchase_id, lock=True)
         uow.purchases.save(purchase.charged_back(), now)
         uow.publish(events.BILLING_TOPIC, events.chargeback_recorded(done, now))
         uow.commit()
     ctx.metrics.chargeback_recorded(done.connects_removed, done.loss_cents)
-    return done  # type: ignore[no-any-return]
+    return done
 
 
 def resume_pending(ctx: Context, limit: int = 50) -> int:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def get_membership(ctx: Context, account_id: str) -> Membership | None:
     commands.check_id("account_id", account_id)
     with ctx.uow() as uow:
-        return uow.memberships.get(account_id)  # type: ignore[no-any-return]
+        return uow.memberships.get(account_id)
 
 
 def start_membership(ctx: Context, cmd: commands.StartMembership) -> tuple[Membership | None, CycleGrant]:
@@ -74,7 +74,7 @@ def cancel_membership(ctx: Context, cmd: commands.CancelMembership) -> Membershi
             method, fingerprint, _ = stored
             if method != cmd.method or fingerprint != cmd.fingerprint():
                 raise errors.RequestIdReused(cmd.request_id)
-            return uow.memberships.get(cmd.account_id)  # type: ignore[no-any-return]
+            return uow.memberships.get(cmd.account_id)
         current = uow.memberships.get(cmd.account_id, lock=True)
         cancelled = membership.cancel(current, account_id=cmd.account_id, now=now)
         uow.requests.add(cmd.request_id, cmd.method, cmd.fingerprint(), cmd.account_id, {}, now)
@@ -123,7 +123,7 @@ def on_fee_intent(ctx: Context, grant: CycleGrant, intent_id: str, status: Inten
         g = uow.cycles.get(grant.grant_id, lock=True)
         if g is None or not g.needs_payment or (g.payment_intent_id and g.payment_intent_id != intent_id
                                                  and status is not IntentStatus.SUCCEEDED):
-            return g or grant  # type: ignore[no-any-return]
+            return g or grant
         if status is IntentStatus.SUCCEEDED:
             g = replace(g, payment_status="CAPTURED", payment_intent_id=intent_id, payment_reference=charge_id,
                         paid_at=now)
@@ -135,7 +135,7 @@ def on_fee_intent(ctx: Context, grant: CycleGrant, intent_id: str, status: Inten
             g = _declined(ctx, uow, g, decline_code or "PAYMENT_DECLINED")
         uow.cycles.save(g)
         uow.commit()
-    return g  # type: ignore[no-any-return]
+    return g
 
 
 def _declined(ctx: Context, uow: object, g: CycleGrant, reason: str) -> CycleGrant:
@@ -173,7 +173,7 @@ def _grant(ctx: Context, grant: CycleGrant) -> CycleGrant:
     with ctx.uow() as uow:
         g = uow.cycles.get(grant.grant_id, lock=True)
         if g.state is not CycleState.PENDING:
-            return g  # type: ignore[no-any-return]
+            return g
         g = replace(g, state=CycleState.GRANTED, credit_transaction_id=tx_id, finished_at=now)
         uow.cycles.save(g)
         if not g.request_id:
@@ -181,7 +181,7 @@ def _grant(ctx: Context, grant: CycleGrant) -> CycleGrant:
         uow.commit()
     if not g.request_id:
         ctx.metrics.renewal("renewed" if g.plan is Plan.FREELANCER_PLUS else "basic_granted")
-    return g  # type: ignore[no-any-return]
+    return g
 
 
 # -- the renewal scheduler ------------------------------------------------------------------------

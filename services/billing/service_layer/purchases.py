@@ -83,7 +83,7 @@ def list_purchases(ctx: Context, account_id: str, page_size: int,
         raise InvalidArgument("INVALID_FIELD", "page_size must not be negative", field="page_size")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     with ctx.uow() as uow:
-        return uow.purchases.page(account_id, after, size + 1)  # type: ignore[no-any-return]
+        return uow.purchases.page(account_id, after, size + 1)
 
 
 # -- the steps ------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def transition(ctx: Context, purchase_id: str, change: Callable[[Purchase], Purc
             raise errors.PurchaseNotFound(purchase_id)
         after = change(before)
         if after == before:
-            return before  # type: ignore[no-any-return]
+            return before
         uow.purchases.save(after, now)
         finished = before.state is PurchaseState.PENDING and after.state is not PurchaseState.PENDING
         if finished and after.state is PurchaseState.COMPLETED:

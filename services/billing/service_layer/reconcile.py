@@ -70,8 +70,12 @@ class Reconciler:
                 stored = self._stored(request_id)
                 if stored is not None:
                     return stored
-            response, mismatches = self._compare()
-            self._record(request_id, response, mismatches)
+            try:
+                response, mismatches = self._compare()
+                self._record(request_id, response, mismatches)
+            except Exception:
+                metrics.reconciliation_runs.labels("error").inc()
+                raise
         self._export(mismatches, time.perf_counter() - started)
         return response
 
@@ -152,6 +156,7 @@ class Reconciler:
             metrics.reconciliation_mismatches.labels(kind.value).set(n)
             if n:
                 metrics.reconciliation_mismatches_total.labels(kind.value).inc(n)
+        metrics.reconciliation_runs.labels("mismatch" if mismatches else "clean").inc()
         metrics.reconciliation_seconds.set(seconds)
         metrics.reconciliation_last_run.set(time.time())
 
@@ -184,8 +189,7 @@ def ledger_side(totals: connects_pb2.GetLedgerTotalsResponse) -> rec.LedgerSide:
     spent = sum(t.connects for t in totals.spent if t.origin_source == purchase)
     expired = sum(t.connects for t in totals.expired if t.origin_source == purchase)
     returned = sum(t.connects for t in totals.returned if t.origin_source == purchase)
-    # Chargeback claw-backs, once the ledger's totals list them (connects adds the kind with chargebacks).
-    clawed = sum(t.connects for t in getattr(totals, "reversed", ()) if t.origin_source == purchase)
+    clawed = sum(t.connects for t in totals.reversed if t.origin_source == purchase)  # chargeback claw-backs
     return rec.LedgerSide(purchased=issued, unspent=issued - spent - expired + returned - clawed)
 
 

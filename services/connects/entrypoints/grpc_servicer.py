@@ -81,6 +81,8 @@ def _totals_pb(t: LedgerTotals) -> pb.GetLedgerTotalsResponse:
                  for o, v in sorted(t.expired.items(), key=lambda x: LOT_SOURCE[x[0]])],
         returned=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
                   for o, v in sorted(t.returned.items(), key=lambda x: LOT_SOURCE[x[0]])],
+        reversed=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
+                  for o, v in sorted(t.reversed.items(), key=lambda x: LOT_SOURCE[x[0]])],
         held=t.held)
 
 

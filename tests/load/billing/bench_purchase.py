@@ -100,7 +100,7 @@ def exactly_once(billing_url: str, connects_url: str) -> str:
 
 
 def wait_consumed(billing_url: str, connects_url: str, timeout: float = 120.0) -> float:
-    """Wait until billing's ledger consumer has every ledger transaction (so a purchase run does not also pay
+    """Wait until billing's revenue consumer has every ledger transaction (so a purchase run does not also pay
     for the Credit run's backlog); the seconds it took."""
     billing, connects = sa.create_engine(billing_url), sa.create_engine(connects_url)
     started = time.monotonic()
@@ -109,7 +109,7 @@ def wait_consumed(billing_url: str, connects_url: str, timeout: float = 120.0) -
             target = conn.execute(sa.text("SELECT count(*) FROM ledger_transactions")).scalar_one()
         while time.monotonic() - started < timeout:
             with billing.connect() as conn:
-                if conn.execute(sa.text("SELECT count(*) FROM ledger_transactions")).scalar_one() >= target:
+                if conn.execute(sa.text("SELECT count(*) FROM revenue_transactions")).scalar_one() >= target:
                     break
             time.sleep(0.5)
     finally:

@@ -86,6 +86,14 @@ class Ledger:
                          return_reason=pb.RETURN_REASON_JOB_CANCELLED_BEFORE_CONTRACT,
                          returned_transaction_id=returned_tx, _src=pb.LOT_SOURCE_RETURN)
 
+    def reverse(self, account: str, credit_tx: str, moves: list[tuple[str, int, int]], *, purchase_id: str,
+                at: datetime = T0) -> events_pb2.LedgerTransactionRecorded:
+        """ReverseCredit's REVERSAL: the unspent Connects of a PURCHASE credit's lot back to sales."""
+        total = sum(n for _, _, n in moves)
+        return self._msg(account, pb.TRANSACTION_KIND_REVERSAL, total, -total, at, moves,
+                         source=pb.LOT_SOURCE_PURCHASE, reference=f"purchase:{purchase_id}",
+                         returned_transaction_id=credit_tx)
+
 
 @dataclass
 class Rec:
@@ -153,6 +161,7 @@ class FakeLedgerTotals(AbstractConnectsClient):
         spent: dict[tuple[int, int], int] = {}
         expired: dict[int, int] = {}
         returned: dict[int, int] = {}
+        reversed_: dict[int, int] = {}
         for m in self.events:
             if not start <= m.occurred_at.ToDatetime(tzinfo=UTC) < end:
                 continue
@@ -166,16 +175,19 @@ class FakeLedgerTotals(AbstractConnectsClient):
                     expired[o] = expired.get(o, 0) + lm.amount
                 elif m.kind == pb.TRANSACTION_KIND_RETURN:
                     returned[o] = returned.get(o, 0) + lm.amount
+                elif m.kind == pb.TRANSACTION_KIND_REVERSAL:
+                    reversed_[o] = reversed_.get(o, 0) + lm.amount
         return pb.GetLedgerTotalsResponse(
             issued=[pb.IssuedTotal(source=s, connects=n) for s, n in issued.items()],
             spent=[pb.SpentTotal(reason=r, origin_source=o, connects=n) for (r, o), n in spent.items()],
             expired=[pb.OriginTotal(origin_source=o, connects=n) for o, n in expired.items()],
-            returned=[pb.OriginTotal(origin_source=o, connects=n) for o, n in returned.items()])
+            returned=[pb.OriginTotal(origin_source=o, connects=n) for o, n in returned.items()],
+            reversed=[pb.OriginTotal(origin_source=o, connects=n) for o, n in reversed_.items()])
 
     def _no(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the books only read ledger totals")
 
-    credit = spend = hold = increase_hold = capture = release = _no  # type: ignore[assignment]
+    credit = spend = hold = increase_hold = capture = release = reverse_credit = _no  # type: ignore[assignment]
 
     def balance(self, account_id: str) -> Balance:
         raise AssertionError("the books only read ledger totals")

@@ -198,3 +198,26 @@ def test_pending_purchases_paid_at_the_provider_are_in_flight_not_differences():
     assert got == []
     failed = rec.compare_purchases([rec.Purchase("p", "a", 10, 150, "FAILED")], [], [rec.Payment("p", 150)], [], {})
     assert [m.kind for m in failed] == [rec.MismatchKind.MISSING_CREDIT]
+
+
+def test_a_dispute_whose_unspent_connects_the_ledger_reversed_reconciles_clean(world):
+    insert_purchase(world.engine, "p3", "a3", 10, 150, at=later(3), state="CHARGED_BACK")
+    world.provider.pay("p3", 150, later(3))
+    credit = world.ledger.credit("a3", 10, lot="lot-p3", purchase_id="p3", at=later(3))
+    world.feed(credit, world.ledger.spend("a3", [("lot-p3", PURCHASE, 4)], at=later(4)))
+    world.provider.dispute("p3", 150, later(5))
+    world.feed(world.ledger.reverse("a3", credit.transaction_id, [("lot-p3", PURCHASE, 6)], purchase_id="p3",
+                                    at=later(5)))
+    assert world.kinds() == []
+    assert world.totals.ledger_totals(later(0), later(100)).reversed[0].connects == 6
+
+
+def test_the_same_dispute_without_the_ledgers_reversal_in_its_totals_is_a_deferred_difference(world):
+    insert_purchase(world.engine, "p3", "a3", 10, 150, at=later(3), state="CHARGED_BACK")
+    world.provider.pay("p3", 150, later(3))
+    credit = world.ledger.credit("a3", 10, lot="lot-p3", purchase_id="p3", at=later(3))
+    world.feed(credit)
+    world.provider.dispute("p3", 150, later(5))
+    world.consumer.apply_records(records([world.ledger.reverse("a3", credit.transaction_id, [("lot-p3", PURCHASE, 10)],
+                                                               purchase_id="p3", at=later(5))]), None)
+    assert world.kinds() == [("DEFERRED_DIFFERS", "")]

@@ -28,7 +28,7 @@ PROVISIONING = ROOT / "deploy" / "docker" / "grafana" / "provisioning"
 # metrics modules here when they land (and drop the service from deploy/grafana/planned.PENDING).
 METRIC_MODULES = ["services.kit.metrics", "services.kit.outbox", "services.kit.consumer", "services.kit.worker",
                   "services.connects.adapters.metrics", "services.ads.adapters.metrics",
-                  "services.billing.adapters.metrics"]
+                  "services.billing.adapters.metrics", "services.billing.adapters.revenue_metrics"]
 TARGET_LABELS = {"job", "instance", "service"}  # added by the scrape config
 SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
