@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from services.connects.client import AbstractConnectsClient, Balance, Move
+from services.connects.client import AbstractConnectsClient, Balance, Move, ReversedCredit
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound, Unavailable
 
 
@@ -137,3 +137,6 @@ class FakeConnects(AbstractConnectsClient):
 
     def ledger_totals(self, start: datetime, end: datetime):  # type: ignore[no-untyped-def]
         raise NotImplementedError
+
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        raise AssertionError("ads never reverses a credit (billing's chargebacks do)")
