@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 ADS_EVENTS = "ads.events.v1"  # produced: bids, auctions, badges, campaigns, key job_id or campaign_id
+MARKETPLACE_JOBS = "marketplace.jobs.v1"  # consumed: job posted/hired/cancelled/removed, interactions; key job_id
 
 PRODUCES = (ADS_EVENTS,)
-CONSUMES: tuple[str, ...] = ()  # marketplace.jobs.v1 once auctions close on hire/cancel
+CONSUMES = (MARKETPLACE_JOBS,)

@@ -1,0 +1,368 @@
+"""SQLAlchemy Core repositories and the unit of work for auctions and badges (PostgreSQL and SQLite)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from adsmon.events.v1.event_pb2 import Event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from services.ads.adapters.tables import auctions, badge_charges, badge_prices, badges, bids, requests, steps
+from services.ads.domain.auction import (
+    Auction,
+    AuctionStatus,
+    Bid,
+    BidState,
+    CloseReason,
+    SettlementStep,
+    StepAction,
+)
+from services.ads.domain.badge import Badge, BadgeState, Charge, StopReason
+from services.ads.service_layer import unit_of_work as ports
+from services.kit import outbox
+from services.kit.db import is_postgres
+from services.kit.uow import SqlAlchemyUnitOfWork
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: they were written in UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _at(value: datetime | None) -> datetime:
+    result = aware(value)
+    assert result is not None
+    return result
+
+
+def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """INSERT unless the key exists (no savepoint round trips); False if it existed."""
+    dialect = postgresql if is_postgres(conn) else sqlite
+    result = conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+def _bid_row(bid: Bid) -> dict[str, Any]:
+    return {"bid_id": bid.bid_id, "job_id": bid.job_id, "proposal_id": bid.proposal_id,
+            "freelancer_id": bid.freelancer_id, "amount": bid.amount, "placed_at": bid.placed_at, "seq": bid.seq,
+            "state": bid.state.value, "hold_id": bid.hold_id, "pending_amount": bid.pending_amount,
+            "raises": bid.raises, "committed": bid.committed, "exhausted": bid.exhausted, "opens": bid.opens,
+            "views": bid.views, "updated_at": bid.updated_at or bid.placed_at, "request_id": bid.request_id}
+
+
+def _bid(row: RowMapping) -> Bid:
+    return Bid(bid_id=row["bid_id"], job_id=row["job_id"], proposal_id=row["proposal_id"],
+               freelancer_id=row["freelancer_id"], amount=row["amount"], placed_at=_at(row["placed_at"]),
+               seq=row["seq"], state=BidState(row["state"]), hold_id=row["hold_id"],
+               pending_amount=row["pending_amount"], raises=row["raises"], committed=row["committed"],
+               exhausted=row["exhausted"], opens=row["opens"], views=row["views"],
+               updated_at=aware(row["updated_at"]), request_id=row["request_id"])
+
+
+def _auction_row(a: Auction) -> dict[str, Any]:
+    return {"job_id": a.job_id, "placebo": a.placebo, "status": a.status.value, "opened_at": a.opened_at,
+            "closes_at": a.closes_at, "closed_at": a.closed_at,
+            "close_reason": a.close_reason.value if a.close_reason else None}
+
+
+class SqlAuctionRepository(ports.AuctionRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._loaded: dict[str, dict[str, dict[str, Any]]] = {}  # job -> bid_id -> row as loaded
+        self._rows: dict[str, dict[str, Any]] = {}  # job -> auction row as loaded (unchanged rows are not written)
+
+    def get(self, job_id: str, *, lock: bool = True) -> Auction | None:
+        query = sa.select(auctions).where(auctions.c.job_id == job_id)
+        row = self.conn.execute(query.with_for_update() if lock else query).mappings().first()
+        if row is None:
+            return None
+        bid_rows = self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings().all()
+        loaded = [_bid(r) for r in bid_rows]
+        self._loaded[job_id] = {b.bid_id: _bid_row(b) for b in loaded}
+        auction = Auction(job_id=row["job_id"], placebo=row["placebo"], opened_at=_at(row["opened_at"]),
+                       closes_at=_at(row["closes_at"]), status=AuctionStatus(row["status"]),
+                       closed_at=aware(row["closed_at"]),
+                       close_reason=CloseReason(row["close_reason"]) if row["close_reason"] else None,
+                       bids={b.proposal_id: b for b in loaded})
+        self._rows[job_id] = _auction_row(auction)
+        return auction
+
+    def add(self, auction: Auction) -> None:
+        if not insert_new(self.conn, auctions, _auction_row(auction)):
+            raise ports.RequestInProgress(f"job:{auction.job_id}")
+        self._loaded[auction.job_id] = {}
+        self._rows[auction.job_id] = _auction_row(auction)
+        self._write_bids(auction)
+
+    def save(self, auction: Auction) -> None:
+        row = _auction_row(auction)
+        if self._rows.get(auction.job_id) != row:
+            self.conn.execute(auctions.update().where(auctions.c.job_id == auction.job_id).values(
+                **{k: v for k, v in row.items() if k != "job_id"}))
+            self._rows[auction.job_id] = row
+        self._write_bids(auction)
+
+    def _write_bids(self, auction: Auction) -> None:
+        before = self._loaded.get(auction.job_id, {})
+        now = {b.bid_id: _bid_row(b) for b in auction.bids.values()}
+        new = [r for bid_id, r in now.items() if bid_id not in before]
+        if new:
+            self.conn.execute(bids.insert(), new)
+        for bid_id, r in now.items():
+            if bid_id in before and before[bid_id] != r:
+                self.conn.execute(bids.update().where(bids.c.bid_id == bid_id).values(
+                    **{k: v for k, v in r.items() if k != "bid_id"}))
+        gone = [bid_id for bid_id in before if bid_id not in now]
+        if gone:
+            self.conn.execute(bids.delete().where(bids.c.bid_id.in_(gone)))
+        self._loaded[auction.job_id] = now
+
+    def claim_due(self, now: datetime, limit: int) -> list[str]:
+        query = (sa.select(auctions.c.job_id).where(auctions.c.status == "OPEN", auctions.c.closes_at <= now)
+                 .order_by(auctions.c.closes_at).limit(limit).with_for_update(skip_locked=True))
+        return list(self.conn.execute(query).scalars())
+
+    def pending_bids(self, older_than: datetime, limit: int) -> list[tuple[str, str]]:
+        query = (sa.select(bids.c.job_id, bids.c.proposal_id).join(auctions, auctions.c.job_id == bids.c.job_id)
+                 .where(sa.or_(bids.c.state == "PENDING", bids.c.pending_amount > 0),
+                        sa.or_(bids.c.updated_at <= older_than, auctions.c.status != "OPEN"))
+                 .order_by(bids.c.updated_at).limit(limit))
+        return [(r[0], r[1]) for r in self.conn.execute(query)]
+
+    def count_open(self) -> int:
+        return self.conn.execute(sa.select(sa.func.count()).select_from(auctions)
+                                 .where(auctions.c.status == "OPEN")).scalar_one()
+
+
+def _step(row: RowMapping) -> SettlementStep:
+    return SettlementStep(job_id=row["job_id"], bid_id=row["bid_id"], proposal_id=row["proposal_id"],
+                          freelancer_id=row["freelancer_id"], hold_id=row["hold_id"],
+                          action=StepAction(row["action"]), amount=row["amount"])
+
+
+class SqlStepRepository(ports.StepRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, new: list[SettlementStep], now: datetime) -> None:
+        if new:
+            self.conn.execute(steps.insert(), [
+                {**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, "action": s.action.value,
+                 "status": "PENDING", "attempts": 0, "next_attempt_at": now, "created_at": now} for s in new])
+
+    def claim(self, now: datetime, lease: timedelta, limit: int) -> list[ports.ClaimedStep]:
+        query = (sa.select(steps).where(steps.c.status == "PENDING", steps.c.next_attempt_at <= now)
+                 .order_by(steps.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True))
+        rows = self.conn.execute(query).mappings().all()
+        if rows:
+            self.conn.execute(steps.update().where(steps.c.bid_id.in_([r["bid_id"] for r in rows]))
+                              .values(next_attempt_at=now + lease, attempts=steps.c.attempts + 1))
+        return [ports.ClaimedStep(_step(r), r["attempts"] + 1) for r in rows]
+
+    def is_pending(self, bid_id: str) -> bool:
+        status = self.conn.execute(sa.select(steps.c.status).where(steps.c.bid_id == bid_id)
+                                   .with_for_update()).scalar()
+        return status == "PENDING"
+
+    def done(self, bid_id: str, outcome: str, now: datetime) -> None:
+        self.conn.execute(steps.update().where(steps.c.bid_id == bid_id)
+                          .values(status="DONE", outcome=outcome, done_at=now, last_error=None))
+
+    def retry_later(self, bid_id: str, error: str, at: datetime) -> None:
+        self.conn.execute(steps.update().where(steps.c.bid_id == bid_id)
+                          .values(next_attempt_at=at, last_error=error[:300]))
+
+    def release_unsent_captures(self, job_id: str) -> int:
+        result = self.conn.execute(steps.update().where(
+            steps.c.job_id == job_id, steps.c.status == "PENDING", steps.c.action == "CAPTURE",
+            steps.c.attempts == 0).values(action="RELEASE", amount=0))
+        return result.rowcount or 0
+
+    def backlog(self) -> ports.Backlog:
+        count, oldest = self.conn.execute(sa.select(sa.func.count(), sa.func.min(steps.c.created_at))
+                                          .where(steps.c.status == "PENDING")).one()
+        return ports.Backlog(count, aware(oldest))
+
+
+class SqlRequestRepository(ports.RequestRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, request_id: str) -> ports.StoredRequest | None:
+        row = self.conn.execute(sa.select(requests).where(requests.c.request_id == request_id)).mappings().first()
+        if row is None:
+            return None
+        return ports.StoredRequest(row["method"], row["fingerprint"], row["status"] == "DONE", row["answer"])
+
+    def add(self, request_id: str, method: str, fingerprint: str, now: datetime, answer: str | None = None) -> None:
+        if not insert_new(self.conn, requests, {
+                "request_id": request_id, "method": method, "fingerprint": fingerprint,
+                "status": "DONE" if answer is not None else "PENDING", "answer": answer, "created_at": now}):
+            raise ports.RequestInProgress(request_id)
+
+    def complete(self, request_id: str, answer: str) -> None:
+        self.conn.execute(requests.update().where(requests.c.request_id == request_id)
+                          .values(status="DONE", answer=answer))
+
+    def forget(self, request_id: str) -> None:
+        self.conn.execute(requests.delete().where(requests.c.request_id == request_id,
+                                                  requests.c.status == "PENDING"))
+
+
+def _badge_row(b: Badge) -> dict[str, Any]:
+    return {"freelancer_id": b.freelancer_id, "state": b.state.value, "category": b.category,
+            "badge_id": b.badge_id, "weekly_max": b.weekly_max, "weekly_price": b.weekly_price,
+            "started_at": b.started_at, "stopped_at": b.stopped_at,
+            "stop_reason": b.stop_reason.value if b.stop_reason else None, "week_started_at": b.week_started_at,
+            "charged_this_week": b.charged_this_week, "charges": b.charges, "last_charge_at": b.last_charge_at,
+            "next_charge_at": b.next_charge_at}
+
+
+class SqlBadgeRepository(ports.BadgeRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._known: set[str] = set()
+
+    def get(self, freelancer_id: str, *, lock: bool = True) -> Badge | None:
+        query = sa.select(badges).where(badges.c.freelancer_id == freelancer_id)
+        row = self.conn.execute(query.with_for_update() if lock else query).mappings().first()
+        if row is None:
+            return None
+        self._known.add(freelancer_id)
+        return Badge(freelancer_id=row["freelancer_id"], state=BadgeState(row["state"]), category=row["category"],
+                     badge_id=row["badge_id"], weekly_max=row["weekly_max"], weekly_price=row["weekly_price"],
+                     started_at=aware(row["started_at"]), stopped_at=aware(row["stopped_at"]),
+                     stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
+                     week_started_at=aware(row["week_started_at"]), charged_this_week=row["charged_this_week"],
+                     charges=row["charges"], last_charge_at=aware(row["last_charge_at"]),
+                     next_charge_at=aware(row["next_charge_at"]))
+
+    def save(self, badge: Badge) -> None:
+        row = _badge_row(badge)
+        if badge.freelancer_id in self._known:
+            self.conn.execute(badges.update().where(badges.c.freelancer_id == badge.freelancer_id).values(
+                **{k: v for k, v in row.items() if k != "freelancer_id"}))
+        else:
+            if not insert_new(self.conn, badges, row):
+                raise ports.RequestInProgress(f"badge:{badge.freelancer_id}")
+            self._known.add(badge.freelancer_id)
+
+    def claim_due(self, now: datetime, limit: int) -> list[str]:
+        query = (sa.select(badges.c.freelancer_id).where(badges.c.state == "ACTIVE", badges.c.next_charge_at <= now)
+                 .order_by(badges.c.next_charge_at).limit(limit).with_for_update(skip_locked=True))
+        return list(self.conn.execute(query).scalars())
+
+    def active_in(self, category: str) -> list[str]:
+        query = (sa.select(badges.c.freelancer_id).where(badges.c.state == "ACTIVE", badges.c.category == category)
+                 .order_by(badges.c.freelancer_id).with_for_update())
+        return list(self.conn.execute(query).scalars())
+
+    def active_counts(self) -> dict[str, int]:
+        query = (sa.select(badges.c.category, sa.func.count()).where(badges.c.state == "ACTIVE")
+                 .group_by(badges.c.category))
+        return {r[0]: r[1] for r in self.conn.execute(query)}
+
+
+def _charge(row: RowMapping) -> Charge:
+    return Charge(badge_id=row["badge_id"], freelancer_id=row["freelancer_id"], seq=row["seq"],
+                  due_at=_at(row["due_at"]), weekly_price=row["weekly_price"], amount=row["amount"])
+
+
+class SqlChargeRepository(ports.ChargeRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, charge: Charge, now: datetime) -> None:
+        self.conn.execute(badge_charges.insert().values(
+            request_id=charge.request_id, badge_id=charge.badge_id, seq=charge.seq,
+            freelancer_id=charge.freelancer_id, amount=charge.amount, due_at=charge.due_at,
+            weekly_price=charge.weekly_price, status="PENDING", attempts=0, next_attempt_at=now))
+
+    def claim(self, now: datetime, lease: timedelta, limit: int) -> list[Charge]:
+        query = (sa.select(badge_charges).where(badge_charges.c.status == "PENDING",
+                                                badge_charges.c.next_attempt_at <= now)
+                 .order_by(badge_charges.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True))
+        rows = self.conn.execute(query).mappings().all()
+        if rows:
+            self.conn.execute(badge_charges.update()
+                              .where(badge_charges.c.request_id.in_([r["request_id"] for r in rows]))
+                              .values(next_attempt_at=now + lease, attempts=badge_charges.c.attempts + 1))
+        return [_charge(r) for r in rows]
+
+    def is_pending(self, request_id: str) -> bool:
+        status = self.conn.execute(sa.select(badge_charges.c.status).where(badge_charges.c.request_id == request_id)
+                                   .with_for_update()).scalar()
+        return status == "PENDING"
+
+    def resolve(self, request_id: str, status: str, transaction_id: str | None, now: datetime) -> None:
+        self.conn.execute(badge_charges.update().where(badge_charges.c.request_id == request_id)
+                          .values(status=status, transaction_id=transaction_id, done_at=now))
+
+    def retry_later(self, request_id: str, at: datetime) -> None:
+        self.conn.execute(badge_charges.update().where(badge_charges.c.request_id == request_id)
+                          .values(next_attempt_at=at))
+
+
+class SqlPriceRepository(ports.PriceRepository):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def all(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.conn.execute(sa.select(badge_prices.c.category,
+                                                                badge_prices.c.weekly_price))}
+
+    def get(self, category: str) -> int | None:
+        return self.conn.execute(sa.select(badge_prices.c.weekly_price)
+                                 .where(badge_prices.c.category == category)).scalar()
+
+    def put(self, category: str, price: int, now: datetime, *, previous: int | None) -> bool:
+        if previous is None:
+            return insert_new(self.conn, badge_prices, {"category": category, "weekly_price": price,
+                                                        "updated_at": now})
+        result = self.conn.execute(badge_prices.update().where(badge_prices.c.category == category,
+                                                               badge_prices.c.weekly_price == previous)
+                                   .values(weekly_price=price, updated_at=now))
+        return bool(result.rowcount)
+
+
+def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
+    uow.auctions = SqlAuctionRepository(conn)
+    uow.steps = SqlStepRepository(conn)
+    uow.requests = SqlRequestRepository(conn)
+    uow.badges = SqlBadgeRepository(conn)
+    uow.charges = SqlChargeRepository(conn)
+    uow.prices = SqlPriceRepository(conn)
+
+
+class SqlAlchemyAdsUnitOfWork(SqlAlchemyUnitOfWork, ports.AdsUnitOfWork):
+    def __init__(self, engine: Engine, *, after_commit: Callable[[], Any] | None = None) -> None:
+        super().__init__(engine, after_commit=after_commit)
+
+    def open_repositories(self, conn: Connection) -> None:
+        _open_repositories(self, conn)
+
+
+class BoundAdsUnitOfWork(ports.AdsUnitOfWork):
+    """The repositories over a transaction someone else owns (the idempotent consumer's): `commit` only
+    marks the work done; the owner commits it together with its processed_events row."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        _open_repositories(self, conn)
+
+    def publish(self, topic: str, event: Event) -> None:
+        outbox.add(self.conn, topic, event)
+
+    def commit(self) -> None:
+        self.committed = True
+
+    def rollback(self) -> None:
+        """The owner's transaction rolls back when the handler raises."""

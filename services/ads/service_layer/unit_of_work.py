@@ -1,0 +1,184 @@
+"""The ports the ads use cases run over: repositories inside one unit of work, and the search counter.
+
+Contracts (the SQLAlchemy adapter in adapters/repository.py implements them on PostgreSQL and SQLite):
+- `get(..., lock=True)` locks the row for the rest of the unit of work (FOR UPDATE on PostgreSQL;
+  SQLite's BEGIN IMMEDIATE already serialises writers);
+- `claim_*` picks due rows no other unit of work holds (FOR UPDATE SKIP LOCKED) and pushes their next
+  attempt `lease` into the future, so two replicas never work on the same row at once and a replica
+  that dies mid-step leaves the row to be retried once the lease passes;
+- `requests.add` raises `RequestInProgress` when the request_id is being recorded concurrently.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.ads.domain.auction import Auction, SettlementStep
+from services.ads.domain.badge import Badge, Charge
+from services.kit.errors import Aborted
+from services.kit.uow import AbstractUnitOfWork
+
+
+class RequestInProgress(Aborted):
+    def __init__(self, request_id: str) -> None:
+        super().__init__("REQUEST_IN_PROGRESS", f"request {request_id} is being processed; retry",
+                         request_id=request_id)
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    method: str
+    fingerprint: str
+    done: bool
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedStep:
+    step: SettlementStep
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_created_at: datetime | None
+
+
+class AuctionRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, job_id: str, *, lock: bool = True) -> Auction | None: ...
+
+    @abc.abstractmethod
+    def add(self, auction: Auction) -> None:
+        """Insert a new auction (and its bids); raises RequestInProgress if the job's auction appeared meanwhile."""
+
+    @abc.abstractmethod
+    def save(self, auction: Auction) -> None: ...
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int) -> list[str]:
+        """Open auctions whose time is up, locked (skip locked) for this unit of work."""
+
+    @abc.abstractmethod
+    def pending_bids(self, older_than: datetime, limit: int) -> list[tuple[str, str]]:
+        """(job_id, proposal_id) of bids waiting for a ledger answer since before `older_than`, or in an auction
+        that is no longer open."""
+
+    @abc.abstractmethod
+    def count_open(self) -> int: ...
+
+
+class StepRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, steps: list[SettlementStep], now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def claim(self, now: datetime, lease: timedelta, limit: int) -> list[ClaimedStep]: ...
+
+    @abc.abstractmethod
+    def is_pending(self, bid_id: str) -> bool:
+        """Whether the step is still to be confirmed (locks it)."""
+
+    @abc.abstractmethod
+    def done(self, bid_id: str, outcome: str, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def retry_later(self, bid_id: str, error: str, at: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def release_unsent_captures(self, job_id: str) -> int:
+        """A cancelled job: captures never sent to the ledger become releases. Returns how many."""
+
+    @abc.abstractmethod
+    def backlog(self) -> Backlog: ...
+
+
+class RequestRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, request_id: str) -> StoredRequest | None: ...
+
+    @abc.abstractmethod
+    def add(self, request_id: str, method: str, fingerprint: str, now: datetime, answer: str | None = None) -> None:
+        """Record a request: DONE with `answer`, or PENDING (waiting for the ledger) without one."""
+
+    @abc.abstractmethod
+    def complete(self, request_id: str, answer: str) -> None: ...
+
+    @abc.abstractmethod
+    def forget(self, request_id: str) -> None:
+        """Drop a PENDING request the ledger refused, so a retry is judged afresh."""
+
+
+class BadgeRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, freelancer_id: str, *, lock: bool = True) -> Badge | None: ...
+
+    @abc.abstractmethod
+    def save(self, badge: Badge) -> None: ...
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int) -> list[str]:
+        """freelancer_ids of active badges with a charge due, locked (skip locked)."""
+
+    @abc.abstractmethod
+    def active_in(self, category: str) -> list[str]:
+        """freelancer_ids of the category's active badges, locked."""
+
+    @abc.abstractmethod
+    def active_counts(self) -> dict[str, int]:
+        """Active badges per category."""
+
+
+class ChargeRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, charge: Charge, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def claim(self, now: datetime, lease: timedelta, limit: int) -> list[Charge]: ...
+
+    @abc.abstractmethod
+    def is_pending(self, request_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def resolve(self, request_id: str, status: str, transaction_id: str | None, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def retry_later(self, request_id: str, at: datetime) -> None: ...
+
+
+class PriceRepository(abc.ABC):
+    @abc.abstractmethod
+    def all(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def get(self, category: str) -> int | None: ...
+
+    @abc.abstractmethod
+    def put(self, category: str, price: int, now: datetime, *, previous: int | None) -> bool:
+        """Set the price if it still is `previous` (None: not set yet); False if another replica moved it."""
+
+
+class AdsUnitOfWork(AbstractUnitOfWork):
+    auctions: AuctionRepository
+    steps: StepRepository
+    requests: RequestRepository
+    badges: BadgeRepository
+    charges: ChargeRepository
+    prices: PriceRepository
+
+
+class SearchCounter(abc.ABC):
+    """Talent searches per category (GetPlacements calls), for the badge price."""
+
+    @abc.abstractmethod
+    def searches(self, category: str, since: datetime, until: datetime) -> int: ...
+
+
+class NoSearches(SearchCounter):
+    """The default until promoted profiles count their searches: demand from badges alone."""
+
+    def searches(self, category: str, since: datetime, until: datetime) -> int:
+        return 0
