@@ -132,11 +132,11 @@ class FakeConnects(AbstractConnectsClient):
             return Move(uuid.uuid4().hex, hold.amount, hold_id)
         return self._once("release", request_id, (hold_id,), apply)
 
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        raise NotImplementedError("ads never reverses credits (billing only)")
+
     def balance(self, account_id: str) -> Balance:
         return Balance(account_id, self.available.get(account_id, 0), self.held(account_id))
 
     def ledger_totals(self, start: datetime, end: datetime):  # type: ignore[no-untyped-def]
         raise NotImplementedError
-
-    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
-        raise AssertionError("ads never reverses a credit (billing's chargebacks do)")
