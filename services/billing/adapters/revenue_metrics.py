@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.billing.domain.reconcile import MismatchKind
 from services.billing.domain.revenue import Product
 
 revenue_recognised_cents = Counter(
@@ -31,3 +32,6 @@ for _p in Product:  # every product's series exists from the start (rate() sees 
     revenue_recognised_connects.labels(_p.value)
 for _r in ("clean", "mismatch", "error"):
     reconciliation_runs.labels(_r)
+for _k in MismatchKind:  # 0 until a run finds one (the alert reads the series before the first hourly run)
+    reconciliation_mismatches.labels(_k.value)
+    reconciliation_mismatches_total.labels(_k.value)
