@@ -60,6 +60,16 @@ class Move:
 
 
 @dataclass(frozen=True)
+class ReversedCredit:
+    """What ReverseCredit did: `removed` Connects taken back (in `transaction_id`, empty when none were left),
+    `already_spent` of the credit that stayed spent (or held, or expired)."""
+
+    transaction_id: str
+    removed: int
+    already_spent: int
+
+
+@dataclass(frozen=True)
 class Balance:
     account_id: str
     available: int
@@ -88,6 +98,10 @@ class AbstractConnectsClient(abc.ABC):
 
     @abc.abstractmethod
     def release(self, request_id: str, hold_id: str) -> Move: ...
+
+    @abc.abstractmethod
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        """Take back the unspent Connects of a PURCHASE credit (billing only; a chargeback)."""
 
     @abc.abstractmethod
     def balance(self, account_id: str) -> Balance: ...
@@ -186,6 +200,13 @@ class GrpcConnectsClient(AbstractConnectsClient):
     def release(self, request_id: str, hold_id: str) -> Move:
         r = self._call("ReleaseHold", pb.ReleaseHoldRequest(request_id=request_id, hold_id=hold_id), retry=True)
         return _move(r.transaction)
+
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        r = self._call("ReverseCredit", pb.ReverseCreditRequest(request_id=request_id,
+                                                                credit_transaction_id=credit_transaction_id),
+                       retry=True)
+        return ReversedCredit(r.transaction.transaction_id if r.HasField("transaction") else "", r.removed,
+                              r.already_spent)
 
     def balance(self, account_id: str) -> Balance:
         r = self._call("GetBalance", pb.GetBalanceRequest(account_id=account_id), retry=False)

@@ -1,8 +1,8 @@
 """The walking skeleton: real processes, real PostgreSQL, real Kafka, talking gRPC.
 
 connects `Credit` writes a ledger entry and an outbox row in one transaction,
-the relay publishes it to `connects.ledger.v1`, and billing's consumer records
-it exactly once: when the same request is retried, and when Kafka delivers the
+the relay publishes it to `connects.ledger.v1`, and billing's revenue consumer
+records it in the books exactly once: when the same request is retried, and when Kafka delivers the
 same event again (at a new offset) or the same transaction under a new event id.
 """
 
@@ -33,8 +33,8 @@ def billing_rows(billing, transaction_id: str) -> list[tuple]:
     try:
         with engine.connect() as conn:
             return conn.execute(sa.text(
-                "SELECT transaction_id, account_id, kind, amount, purchased_amount "
-                "FROM ledger_transactions WHERE transaction_id = :t"), {"t": transaction_id}).all()
+                "SELECT transaction_id, account_id, kind, amount, purchased_connects "
+                "FROM revenue_transactions WHERE transaction_id = :t"), {"t": transaction_id}).all()
     finally:
         engine.dispose()
 

@@ -29,7 +29,7 @@ jobs_returns_total = Counter("connects_job_returns_total",
 
 _DIRECTION = {TransactionKind.CREDIT: "in", TransactionKind.RETURN: "in", TransactionKind.RELEASE: "in",
               TransactionKind.SPEND: "out", TransactionKind.CAPTURE: "out", TransactionKind.EXPIRE: "out",
-              TransactionKind.HOLD: "held"}
+              TransactionKind.HOLD: "held", TransactionKind.REVERSAL: "out"}
 
 
 class PrometheusMetrics:

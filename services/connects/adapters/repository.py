@@ -393,7 +393,7 @@ class SqlAlchemyLedgerQueries(AbstractLedgerQueries):
                 .where(in_period, t.c.kind == TransactionKind.CREDIT.value).group_by(t.c.source))}
             totals = LedgerTotals(start, end, balances, issued)
             kinds = [k.value for k in (TransactionKind.SPEND, TransactionKind.CAPTURE, TransactionKind.EXPIRE,
-                                       TransactionKind.RETURN)]
+                                       TransactionKind.RETURN, TransactionKind.REVERSAL)]
             for r in conn.execute(
                     sa.select(t.c.kind, t.c.spend_reason, m.c.origin_source, *moved.columns)
                     .select_from(m.join(t, t.c.transaction_id == m.c.transaction_id))

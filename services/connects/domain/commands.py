@@ -217,6 +217,18 @@ class ReturnConnects(Command):
 
 
 @dataclass(frozen=True)
+class ReverseCredit(Command):
+    """Take back the unspent Connects of a PURCHASE credit (billing, after a chargeback)."""
+
+    method: ClassVar[str] = "ReverseCredit"
+    credit_transaction_id: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_id("credit_transaction_id", self.credit_transaction_id)
+
+
+@dataclass(frozen=True)
 class ExpireLots:
     """Scheduled: expire the due lots of one account (no request id: idempotent by nature)."""
 

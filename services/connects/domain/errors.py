@@ -84,3 +84,15 @@ class RequestIdReused(AlreadyExists):
         super().__init__("REQUEST_ID_REUSED",
                          f"request_id {request_id!r} was already used for a different {method} request",
                          request_id=request_id)
+
+
+class TransactionNotReversible(FailedPrecondition):
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__("TRANSACTION_NOT_REVERSIBLE", f"transaction {transaction_id} is not a PURCHASE credit",
+                         transaction_id=transaction_id)
+
+
+class AlreadyReversed(FailedPrecondition):
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__("ALREADY_REVERSED", f"credit {transaction_id} was already reversed",
+                         transaction_id=transaction_id)

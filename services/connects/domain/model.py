@@ -59,6 +59,7 @@ class TransactionKind(StrEnum):
     RELEASE = "RELEASE"
     RETURN = "RETURN"
     EXPIRE = "EXPIRE"
+    REVERSAL = "REVERSAL"
 
 
 class HoldStatus(StrEnum):
@@ -415,6 +416,34 @@ class Wallet:
         # A returned lot whose original expiry has passed expires at once, through an entry.
         self.expire_due_lots(now)
         return result
+
+    def reverse_credit(self, *, original: Returnable, now: datetime) -> tuple[LedgerTransaction | None, int]:
+        """Take back what is left of a PURCHASE credit (a chargeback): the available Connects of its lot go back
+        to sales. Answers the REVERSAL transaction (None when nothing was left to remove: nothing is recorded)
+        and the credit's Connects not removed (spent, held or expired)."""
+        tx = original.transaction
+        if tx.account_id != self.account_id:
+            raise errors.TransactionNotFound(tx.transaction_id)
+        if tx.kind is not TransactionKind.CREDIT or tx.source is not LotSource.PURCHASE:
+            raise errors.TransactionNotReversible(tx.transaction_id)
+        if original.already_returned:
+            raise errors.AlreadyReversed(tx.transaction_id)
+        self.expire_due_lots(now)
+        movements = []
+        for moved in tx.movements:
+            lot = self.lots.get(moved.lot_id)
+            if lot is not None and lot.remaining:
+                movements.append(LotMovement.of(lot, lot.remaining))
+                lot.remaining = 0
+                self.changed_lots.add(lot.lot_id)
+        removed = sum(m.amount for m in movements)
+        if not removed:
+            return None, tx.amount
+        result = self._record(TransactionKind.REVERSAL, removed, now,
+                              _postings((wallet_account(self.account_id), -removed), (SALES, removed)),
+                              movements=tuple(movements), source=LotSource.PURCHASE, reference=tx.reference,
+                              returned_transaction_id=tx.transaction_id)
+        return result, tx.amount - removed
 
     def expire_due_lots(self, now: datetime) -> LedgerTransaction | None:
         """Move the remaining Connects of lots past their date to breakage (one EXPIRE entry).

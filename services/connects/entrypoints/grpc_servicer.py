@@ -33,7 +33,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConnectsService"].full_name
 # enforces the ReturnConnects callers (for the consumer and for replays).
 POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "operator", "tests"},
                       methods={"Credit": {"billing", "marketplace", "operator", "tests"},
-                               "ReturnConnects": RETURN_CALLERS,
+                               "ReturnConnects": RETURN_CALLERS, "ReverseCredit": {"billing"},
                                # reconciliation reads the whole journal: billing and support only
                                "GetLedgerTotals": {"billing", "operator"}})
 
@@ -81,6 +81,8 @@ def _totals_pb(t: LedgerTotals) -> pb.GetLedgerTotalsResponse:
                  for o, v in sorted(t.expired.items(), key=lambda x: LOT_SOURCE[x[0]])],
         returned=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
                   for o, v in sorted(t.returned.items(), key=lambda x: LOT_SOURCE[x[0]])],
+        reversed=[pb.OriginTotal(origin_source=LOT_SOURCE[o], connects=v)
+                  for o, v in sorted(t.reversed.items(), key=lambda x: LOT_SOURCE[x[0]])],
         held=t.held)
 
 
@@ -141,6 +143,16 @@ class ConnectsServicer(connects_pb2_grpc.ConnectsServiceServicer):
                                _enum(FROM_RETURN_REASON, request.reason))  # type: ignore[arg-type]
         receipt = await self.ledger.mutate(cmd, current_caller())
         return pb.ReturnConnectsResponse(transaction=transaction_pb(receipt.recorded))
+
+    async def ReverseCredit(self, request: pb.ReverseCreditRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ReverseCreditResponse:
+        receipt = await self.ledger.mutate(c.ReverseCredit(request.request_id, request.credit_transaction_id),
+                                           current_caller())
+        tx = receipt.transaction
+        reply = pb.ReverseCreditResponse(removed=tx.amount if tx else 0, already_spent=receipt.already_spent)
+        if tx is not None:
+            reply.transaction.CopyFrom(transaction_pb(tx))
+        return reply
 
     async def ListTransactions(self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
                                ) -> pb.ListTransactionsResponse:

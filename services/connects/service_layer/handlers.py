@@ -65,7 +65,8 @@ class NullMetrics:
         pass
 
 
-Mutation = c.Credit | c.Spend | c.PlaceHold | c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ReturnConnects
+Mutation = (c.Credit | c.Spend | c.PlaceHold | c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ReturnConnects
+            | c.ReverseCredit)
 Scheduled = c.ExpireLots | c.ExpireHold
 AnyCommand = Mutation | Scheduled
 
@@ -107,6 +108,8 @@ def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = No
         raise _deny(caller, f"run {cmd.method} (the service's own sweeps)")
     if isinstance(cmd, c.Credit) and cmd.source is LotSource.PURCHASE and caller != BILLING:
         raise _deny(caller, "credit PURCHASE Connects (billing only)")
+    if isinstance(cmd, c.ReverseCredit) and caller != BILLING:
+        raise _deny(caller, "reverse a PURCHASE credit (billing only)")
     if isinstance(cmd, c.ReturnConnects) and caller not in RETURN_CALLERS:
         raise _deny(caller, f"return Connects ({', '.join(sorted(RETURN_CALLERS))} only)")
     reason = cmd.reason if isinstance(cmd, c.Spend | c.PlaceHold) else hold_reason
@@ -151,7 +154,8 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
         todo = _answer_known_requests(uow, todo, outcomes, metrics)
         hold_ids = {e.command.hold_id for _, e in todo
                     if isinstance(e.command, c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ExpireHold)}
-        tx_ids = {e.command.spend_transaction_id for _, e in todo if isinstance(e.command, c.ReturnConnects)}
+        tx_ids = {_transaction_of(e.command) for _, e in todo if isinstance(e.command, c.ReturnConnects
+                                                                              | c.ReverseCredit)}
         hold_accounts = uow.hold_accounts(hold_ids) if hold_ids else {}
         tx_accounts = uow.transaction_accounts(tx_ids) if tx_ids else {}
         accounts = {a for a in (_account_of(e.command, hold_accounts, tx_accounts) for _, e in todo) if a}
@@ -228,17 +232,21 @@ def _answer_known_requests(uow: AbstractLedgerUnitOfWork, batch: Sequence[tuple[
     return todo
 
 
+def _transaction_of(cmd: c.ReturnConnects | c.ReverseCredit) -> str:
+    return cmd.spend_transaction_id if isinstance(cmd, c.ReturnConnects) else cmd.credit_transaction_id
+
+
 def _account_of(cmd: AnyCommand, hold_accounts: dict[str, str], tx_accounts: dict[str, str]) -> str | None:
     if isinstance(cmd, c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ExpireHold):
         return hold_accounts.get(cmd.hold_id)
-    if isinstance(cmd, c.ReturnConnects):
-        return tx_accounts.get(cmd.spend_transaction_id)
+    if isinstance(cmd, c.ReturnConnects | c.ReverseCredit):
+        return tx_accounts.get(_transaction_of(cmd))
     return cmd.account_id
 
 
 def _not_found(cmd: AnyCommand) -> DomainError:
-    if isinstance(cmd, c.ReturnConnects):
-        return errors.TransactionNotFound(cmd.spend_transaction_id)
+    if isinstance(cmd, c.ReturnConnects | c.ReverseCredit):
+        return errors.TransactionNotFound(_transaction_of(cmd))
     return errors.HoldNotFound(cmd.hold_id)  # type: ignore[union-attr]
 
 
@@ -290,6 +298,14 @@ def _return_connects(wallet: Wallet, cmd: c.ReturnConnects, ctx: Applying) -> Re
     return Receipt(tx)
 
 
+def _reverse_credit(wallet: Wallet, cmd: c.ReverseCredit, ctx: Applying) -> Receipt:
+    original = ctx.returnables[cmd.credit_transaction_id]
+    reversal, not_removed = wallet.reverse_credit(original=original, now=ctx.now)
+    if reversal is not None:  # reversed: a second request for the same credit is ALREADY_REVERSED
+        ctx.returnables[cmd.credit_transaction_id] = Returnable(original.transaction, True)
+    return Receipt(reversal, already_spent=not_removed)
+
+
 def _expire_lots(wallet: Wallet, cmd: c.ExpireLots, ctx: Applying) -> Receipt | None:
     tx = wallet.expire_due_lots(ctx.now)
     return Receipt(tx) if tx else None
@@ -311,6 +327,7 @@ APPLIERS: dict[type, Applier] = {
     c.CaptureHold: _capture_hold,
     c.ReleaseHold: _release_hold,
     c.ReturnConnects: _return_connects,
+    c.ReverseCredit: _reverse_credit,
     c.ExpireLots: _expire_lots,
     c.ExpireHold: _expire_hold,
 }

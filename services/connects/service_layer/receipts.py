@@ -33,6 +33,7 @@ class Receipt:
     hold_expires_at: datetime | None = None
     hold_amount: int = 0
     hold_reason: SpendReason | None = None
+    already_spent: int = 0  # ReverseCredit: the credit's Connects it could not remove
 
     @property
     def recorded(self) -> LedgerTransaction:
@@ -85,6 +86,8 @@ def encode(receipt: Receipt) -> bytes:
     if receipt.hold_reason is not None:  # IncreaseHold only: earlier answers keep their exact encoding
         body["hold_amount"] = receipt.hold_amount
         body["hold_reason"] = receipt.hold_reason.value
+    if receipt.already_spent:  # ReverseCredit only
+        body["spent"] = receipt.already_spent
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -93,4 +96,4 @@ def decode(data: bytes) -> Receipt:
     expires = body["hold_expires_at"]
     return Receipt(tx_from_dict(body["tx"]) if body["tx"] else None, body["hold_id"],
                    datetime.fromisoformat(expires) if expires else None, body.get("hold_amount", 0),
-                   _enum(SpendReason, body.get("hold_reason")))
+                   _enum(SpendReason, body.get("hold_reason")), body.get("spent", 0))

@@ -25,7 +25,8 @@ class LedgerTotals:
     `system_balances` has every system account as of `end` (postings of transactions before `end`); the
     others count the transactions of [start, end), only the keys that occurred: `issued` CREDIT by lot
     source, `spent` SPEND and CAPTURE (captured amount) by reason and origin source of the lots consumed,
-    `expired` EXPIRE and `returned` RETURN by origin source of their lots.
+    `expired` EXPIRE, `returned` RETURN and `reversed` REVERSAL (a chargeback's claw-back) by origin source of
+    their lots.
     """
 
     start: datetime
@@ -35,6 +36,7 @@ class LedgerTotals:
     spent: dict[tuple[SpendReason, LotSource], int] = field(default_factory=dict)
     expired: dict[LotSource, int] = field(default_factory=dict)
     returned: dict[LotSource, int] = field(default_factory=dict)
+    reversed: dict[LotSource, int] = field(default_factory=dict)
 
     @property
     def held(self) -> int:
@@ -43,11 +45,13 @@ class LedgerTotals:
 
     def add_moved(self, kind: TransactionKind, reason: SpendReason | None, origin: LotSource, amount: int) -> None:
         """While building: count `amount` Connects of lots of `origin` moved by a SPEND, CAPTURE (captured part),
-        EXPIRE or RETURN transaction (`reason`: its spend reason)."""
+        EXPIRE, RETURN or REVERSAL transaction (`reason`: its spend reason)."""
         if kind is TransactionKind.EXPIRE:
             self.expired[origin] = self.expired.get(origin, 0) + amount
         elif kind is TransactionKind.RETURN:
             self.returned[origin] = self.returned.get(origin, 0) + amount
+        elif kind is TransactionKind.REVERSAL:
+            self.reversed[origin] = self.reversed.get(origin, 0) + amount
         elif kind in (TransactionKind.SPEND, TransactionKind.CAPTURE) and reason is not None:
             self.spent[(reason, origin)] = self.spent.get((reason, origin), 0) + amount
 
@@ -58,4 +62,5 @@ class LedgerTotals:
         figures += [(f"spent[{r.value},{o.value}]", v) for (r, o), v in self.spent.items()]
         figures += [(f"expired[{o.value}]", v) for o, v in self.expired.items()]
         figures += [(f"returned[{o.value}]", v) for o, v in self.returned.items()]
+        figures += [(f"reversed[{o.value}]", v) for o, v in self.reversed.items()]
         return [(what, v) for what, v in figures if not -INT64_MAX - 1 <= v <= INT64_MAX]

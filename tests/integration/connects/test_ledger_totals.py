@@ -56,6 +56,7 @@ def journal_sums(engine, start: datetime, end: datetime) -> LedgerTotals:
     spent: Counter[tuple[str, str]] = Counter()
     expired: Counter[str] = Counter()
     returned: Counter[str] = Counter()
+    reversed_: Counter[str] = Counter()
     for m in moves:
         if m.transaction_id not in in_period:
             continue
@@ -66,10 +67,13 @@ def journal_sums(engine, start: datetime, end: datetime) -> LedgerTotals:
             expired[m.origin_source] += m.amount
         elif tx.kind == "RETURN":
             returned[m.origin_source] += m.amount
+        elif tx.kind == "REVERSAL":
+            reversed_[m.origin_source] += m.amount
     return LedgerTotals(
         start, end, balances, {LotSource(s): Issued(v, credits[s]) for s, v in issued.items()},
         {(SpendReason(r), LotSource(o)): v for (r, o), v in spent.items()},
-        {LotSource(o): v for o, v in expired.items()}, {LotSource(o): v for o, v in returned.items()})
+        {LotSource(o): v for o, v in expired.items()}, {LotSource(o): v for o, v in returned.items()},
+        {LotSource(o): v for o, v in reversed_.items()})
 
 
 def test_ledger_totals_equal_the_sums_of_the_journal_rows_after_a_random_workload(fresh_engine):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from services.connects.client import AbstractConnectsClient, Balance, Move
+from services.connects.client import AbstractConnectsClient, Balance, Move, ReversedCredit
 from services.kit.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound, Unavailable
 
 
@@ -131,6 +131,9 @@ class FakeConnects(AbstractConnectsClient):
             self.available[hold.account_id] += hold.amount
             return Move(uuid.uuid4().hex, hold.amount, hold_id)
         return self._once("release", request_id, (hold_id,), apply)
+
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        raise NotImplementedError("ads never reverses credits (billing only)")
 
     def balance(self, account_id: str) -> Balance:
         return Balance(account_id, self.available.get(account_id, 0), self.held(account_id))

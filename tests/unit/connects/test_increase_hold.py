@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from services.billing.adapters.migrations import MIGRATIONS as BILLING_MIGRATIONS
-from services.billing.adapters.tables import ledger_transactions
-from services.billing.entrypoints.ledger_consumer import handle_ledger_event
+from services.billing.adapters.revenue_events import decode_ledger_event
+from services.billing.adapters.revenue_tables import revenue_transactions
+from services.billing.service_layer.revenue import LedgerItem, apply_ledger_batch
 from services.connects.adapters.events import ledger_event
 from services.connects.domain import commands as c
 from services.connects.domain.model import HOLDS, HoldStatus, LotSource, SpendReason, TransactionKind, Wallet
@@ -280,10 +281,11 @@ def test_an_increase_is_published_as_a_hold_event_that_billing_records_beside_th
     engine = make_engine(f"sqlite:///{tmp_path}/billing.db")
     upgrade(engine, BILLING_MIGRATIONS)
     with engine.begin() as conn:
-        for e in events:
-            handle_ledger_event(conn, e, None)
-        rows = conn.execute(sa.select(ledger_transactions.c.kind, ledger_transactions.c.amount,
-                                      ledger_transactions.c.purchased_amount)
-                            .order_by(ledger_transactions.c.amount)).all()
+        apply_ledger_batch(conn, [LedgerItem(e.event_id, "connects.ledger.v1", 0, i, decode_ledger_event(e))
+                                  for i, e in enumerate(events)], group="billing-revenue")
+        rows = conn.execute(sa.select(revenue_transactions.c.kind, revenue_transactions.c.amount,
+                                      revenue_transactions.c.purchased_connects)
+                            .where(revenue_transactions.c.kind == "HOLD")
+                            .order_by(revenue_transactions.c.amount)).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("HOLD", 3, 3), ("HOLD", 5, 5)]

@@ -38,6 +38,8 @@ def _caller(cmd: AnyCommand, reason: SpendReason | None = None) -> str:
         return "billing" if cmd.source is LotSource.PURCHASE else "marketplace"
     if isinstance(cmd, c.ReturnConnects):
         return "marketplace"
+    if isinstance(cmd, c.ReverseCredit):
+        return "billing"
     if isinstance(cmd, c.ExpireLots | c.ExpireHold):
         return "connects"
     return "ads" if reason in AD_REASONS else "marketplace"
@@ -50,6 +52,7 @@ def run_workload(apply: Apply, start: datetime, *, seed: int, steps: int = 240, 
     at = start
     holds: list[tuple[str, SpendReason, int]] = []  # open (as far as we know) holds: id, reason, amount
     returnable: list[str] = []
+    purchased: list[str] = []  # PURCHASE credits not yet reversed (a chargeback's ReverseCredit)
 
     def do(cmd: AnyCommand, reason: SpendReason | None = None) -> Outcome:
         out = apply(cmd, _caller(cmd, reason), at)
@@ -64,10 +67,13 @@ def run_workload(apply: Apply, start: datetime, *, seed: int, steps: int = 240, 
         at += jump
         acct = rng.choice(names)
         op = rng.choices(["credit", "spend", "hold", "increase", "capture", "release", "return", "expire_lots",
-                          "expire_hold"], weights=[22, 16, 16, 10, 10, 6, 8, 6, 6])[0]
+                          "expire_hold", "reverse"], weights=[22, 16, 16, 10, 10, 6, 8, 6, 6, 3])[0]
         reason = rng.choice(list(SpendReason))
         if op == "credit":
-            do(c.Credit(unique("r"), acct, rng.randint(1, 80), rng.choice(CREDIT_SOURCES), f"ref:{rng.random()}"))
+            credit = c.Credit(unique("r"), acct, rng.randint(1, 80), rng.choice(CREDIT_SOURCES), f"ref:{rng.random()}")
+            out = do(credit)
+            if out.receipt and credit.source is LotSource.PURCHASE:
+                purchased.append(out.receipt.recorded.transaction_id)
         elif op == "spend":
             out = do(c.Spend(unique("r"), acct, rng.randint(1, 30), reason, f"job:{unique('j')}"), reason)
             if out.receipt and reason in (SpendReason.PROPOSAL, SpendReason.BOOST):
@@ -102,6 +108,8 @@ def run_workload(apply: Apply, start: datetime, *, seed: int, steps: int = 240, 
                                                                  ReturnReason.JOB_REMOVED_TOS])))
         elif op == "expire_lots":
             do(c.ExpireLots(acct))
+        elif purchased and op == "reverse":
+            do(c.ReverseCredit(unique("r"), purchased.pop(rng.randrange(len(purchased)))))
     done.ended = at
     return done
 

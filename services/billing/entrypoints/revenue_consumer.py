@@ -1,0 +1,135 @@
+"""Consumes `connects.ledger.v1` into the books, a batch per transaction.
+
+A thin subclass of the kit's idempotent consumer: each poll's records are
+decoded and applied by `apply_ledger_batch` in one database transaction (its
+processed_events rows included); offsets are committed after. If the batch
+fails for any reason, its records go through the kit's per-record path
+instead (`process`: retries, waiting out outages, the DLQ for a poisoned
+record), so one bad record never blocks or loses the others.
+
+Wiring:
+
+    c = RevenueConsumer(engine, bootstrap, group, [LEDGER_TOPIC], service="billing",
+                        topic_prefix=prefix)
+    c.start() ... c.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from adsmon.events.v1.event_pb2 import Event
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy.engine import Connection, Engine
+
+from services.billing.adapters import revenue_metrics as metrics
+from services.billing.adapters.revenue_events import decode_ledger_event
+from services.billing.adapters.revenue_repository import BooksRepository
+from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
+from services.billing.service_layer.revenue import BatchResult, LedgerItem, apply_ledger_batch
+from services.kit import consumer as kit_consumer
+from services.kit.consumer import APPLIED, DUPLICATE, IdempotentConsumer, Record
+from services.kit.kafka import UndecodableEvent, decode_event, make_consumer
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_RECORDS = 2000
+
+
+class RevenueConsumer(IdempotentConsumer):
+    """The idempotent consumer with a batch path for revenue recognition."""
+
+    def __init__(self, engine: Engine, bootstrap: str, group_id: str, topics: list[str], *,
+                 service: str, events_topic: str = BILLING_TOPIC,
+                 after_commit: Callable[[], Any] | None = None, max_poll_records: int = MAX_POLL_RECORDS,
+                 **options: Any) -> None:
+        options.setdefault("consumer_factory", lambda: make_consumer(
+            bootstrap, group_id=group_id, client_id=f"{service}-revenue", max_poll_records=max_poll_records,
+            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024))
+        super().__init__(engine, bootstrap, group_id, topics, self._apply_one, service=service,
+                         after_commit=after_commit, **options)
+        self.events_topic = events_topic
+        self.applied_total = 0
+
+    def start(self) -> None:
+        self.set_deferred_gauge()
+        super().start()
+
+    def set_deferred_gauge(self) -> None:
+        """Start the deferred-revenue gauge from the database (the batches move it after)."""
+        try:
+            with self.engine.connect() as conn:
+                metrics.deferred_cents.set(BooksRepository(conn).deferred()[1])
+        except Exception as exc:  # the consumer waits for the database itself; the gauge catches up later
+            log.warning("deferred revenue gauge not initialised: %s", kit_consumer.describe_error(exc))
+
+    # The per-record path (kit `process`): processed_events is already written by the kit.
+    def _apply_one(self, conn: Connection, event: Event, record: Record) -> None:
+        tx = decode_ledger_event(event)
+        item = LedgerItem(event.event_id, record.topic, record.partition, record.offset, tx)
+        # The kit's per-record path wakes the relay itself after its commit.
+        self._observe(apply_ledger_batch(conn, [item], group=None, events_topic=self.events_topic), wake=False)
+
+    def poll_once(self) -> int:
+        assert self._consumer is not None
+        batches = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+        records = [(tp, r) for tp, rs in batches.items() for r in rs]
+        if not records:
+            self._update_lag()
+            self._purge_if_due()
+            return 0
+        self.apply_records(records, self._consumer)
+        self._update_lag()
+        self._purge_if_due()
+        return len(records)
+
+    def apply_records(self, records: list[tuple[TopicPartition, Any]], consumer: KafkaConsumer | None) -> None:
+        """Apply one poll's records as a batch (or one by one if the batch fails); then commit offsets."""
+        items: list[LedgerItem] = []
+        undecodable: list[tuple[Any, Exception]] = []
+        for _, r in records:
+            try:
+                event = decode_event(r.value)
+                items.append(LedgerItem(event.event_id, r.topic, r.partition, r.offset, decode_ledger_event(event)))
+            except UndecodableEvent as exc:
+                undecodable.append((r, exc))
+        started = time.perf_counter()
+        try:
+            with self.engine.begin() as conn:
+                result = apply_ledger_batch(conn, items, group=self.group_id,
+                                            events_topic=self.events_topic)
+        except Exception as exc:
+            log.warning("consumer %s: batch of %d failed, applying record by record: %s", self.group_id,
+                        len(items), kit_consumer.describe_error(exc))
+            for _, r in records:
+                self.process(r)
+        else:
+            self._observe(result, wake=True)
+            metrics.batch_size.observe(len(items))
+            kit_consumer.handle_seconds.labels(self.service, records[0][1].topic).observe(
+                time.perf_counter() - started)
+            for outcome, n in ((APPLIED, result.applied), (DUPLICATE, result.duplicates)):
+                if n:
+                    kit_consumer.processed_total.labels(self.service, records[0][1].topic, outcome).inc(n)
+            for r, error in undecodable:
+                self._dead_letter(r, error, attempts=0)
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, r in records:
+            done[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+        if consumer is not None:
+            self._commit(done)
+
+    def _observe(self, result: BatchResult, *, wake: bool) -> None:
+        self.applied_total += result.applied
+        for product, (connects, cents) in result.recognised.items():
+            metrics.revenue_recognised_cents.labels(product.value).inc(cents)
+            metrics.revenue_recognised_connects.labels(product.value).inc(connects)
+        if result.breakage_cents:
+            metrics.breakage_cents.inc(result.breakage_cents)
+        metrics.deferred_cents.inc(result.deferred_delta)
+        if wake and result.applied and self._after_commit is not None:
+            self._after_commit()
