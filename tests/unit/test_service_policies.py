@@ -52,6 +52,7 @@ CONNECTS_CALLERS = {
     "Credit": {"billing", "marketplace", "operator", "tests"},
     "ReturnConnects": {"marketplace", "operator", "tests"},
     "GetLedgerTotals": {"billing", "operator"},
+    "ReverseCredit": {"billing"},  # a chargeback claw-back (billing only, as the proto documents)
 }
 
 

@@ -12,7 +12,7 @@ from adsmon.events.v1.event_pb2 import Event
 
 from services.ads.domain.promoted import BudgetDay, Campaign, Click, ClickOutcome
 from services.ads.service_layer import promoted as uc
-from services.connects.client import AbstractConnectsClient, Balance, Move
+from services.connects.client import AbstractConnectsClient, Balance, Move, ReversedCredit
 from services.kit import errors
 
 
@@ -178,6 +178,9 @@ class FakeConnects(AbstractConnectsClient):
 
     def release(self, request_id: str, hold_id: str) -> Move:
         raise NotImplementedError
+
+    def reverse_credit(self, request_id: str, credit_transaction_id: str) -> ReversedCredit:
+        raise NotImplementedError  # billing's, never ads'
 
     def balance(self, account_id: str) -> Balance:
         return Balance(account_id, self.balances.get(account_id, 0), 0)

@@ -118,4 +118,5 @@ def test_every_outgoing_call_carries_a_deadline(ledger):
     finally:
         c.close()
     assert len(servicer.deadlines) == 2
-    assert all(d is not None and 0 < d <= 2.0 for d in servicer.deadlines)
+    # The server reads the deadline back from the wire: allow clock rounding of a few ms above the 2 s timeout.
+    assert all(d is not None and 0 < d <= 2.1 for d in servicer.deadlines)
