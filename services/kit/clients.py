@@ -11,8 +11,7 @@ import grpc
 
 from services.kit import metrics
 from services.kit.auth import mint_token
-from services.kit.interceptors import ClientInterceptor, deadline_var
-from services.kit.logging import request_id_var
+from services.kit.interceptors import ClientInterceptor, outgoing_call
 
 
 class TokenSource:
@@ -52,17 +51,8 @@ class _SyncClientInterceptor(grpc.UnaryUnaryClientInterceptor):
 
     def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], client_call_details: Any,
                                     request: Any) -> Any:
-        method = client_call_details.method
-        grpc_service, grpc_method = metrics.split_method(method.decode() if isinstance(method, bytes) else method)
-        labels = ("unary", grpc_service, grpc_method)
-        md = list(client_call_details.metadata or [])
-        md.append(("authorization", f"Bearer {self.token_source()}"))
-        if rid := request_id_var.get():
-            md.append(("x-request-id", rid))
-        timeout = client_call_details.timeout or self.default_timeout
-        if (deadline := deadline_var.get()) is not None:
-            timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-        details = _CallDetails(method, timeout, md, client_call_details.credentials,
+        labels, md, timeout = outgoing_call(client_call_details, self.token_source, self.default_timeout)
+        details = _CallDetails(client_call_details.method, timeout, md, client_call_details.credentials,
                                client_call_details.wait_for_ready, client_call_details.compression)
         metrics.client_started.labels(*labels).inc()
         started = time.perf_counter()

@@ -272,6 +272,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def outgoing_call(details: Any, token_source: Callable[[], str], default_timeout: float
+                  ) -> tuple[tuple[str, str, str], list[tuple[str, str]], float]:
+    """What every outgoing call carries: its metric labels, metadata with the caller's token and the request id,
+    and a timeout bounded by the deadline of the RPC being served."""
+    method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    grpc_service, grpc_method = metrics.split_method(method)
+    md = list(details.metadata or [])
+    md.append(("authorization", f"Bearer {token_source()}"))
+    if rid := request_id_var.get():
+        md.append(("x-request-id", rid))
+    timeout = details.timeout or default_timeout
+    if (deadline := deadline_var.get()) is not None:
+        timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+    return ("unary", grpc_service, grpc_method), md, timeout
+
+
 class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the caller's token and the request id, bounds the deadline, records grpc_client_*."""
 
@@ -281,18 +297,7 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
     async def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], client_call_details: Any,
                                     request: Any) -> Any:
-        grpc_service, grpc_method = metrics.split_method(
-            client_call_details.method.decode() if isinstance(client_call_details.method, bytes)
-            else client_call_details.method
-        )
-        labels = ("unary", grpc_service, grpc_method)
-        md = list(client_call_details.metadata or [])
-        md.append(("authorization", f"Bearer {self.token_source()}"))
-        if rid := request_id_var.get():
-            md.append(("x-request-id", rid))
-        timeout = client_call_details.timeout or self.default_timeout
-        if (deadline := deadline_var.get()) is not None:
-            timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+        labels, md, timeout = outgoing_call(client_call_details, self.token_source, self.default_timeout)
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method, timeout=timeout, metadata=grpc.aio.Metadata(*md),
             credentials=client_call_details.credentials, wait_for_ready=client_call_details.wait_for_ready,
