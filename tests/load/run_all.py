@@ -75,16 +75,14 @@ def main() -> int:
     started = time.time()
     sections = [f"# adsmon benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
                 f"{os.cpu_count()} cores)", ""]
-    baseline, baseline_rps = grpc_echo_baseline()
+    baseline, _ = grpc_echo_baseline()
     sections.append(baseline)
     print(sections[-1], flush=True)
-    # The benchmarks quote their throughput against this run's bare-gRPC figure (they measure it themselves
-    # when run alone).
-    env = {**os.environ, "BENCH_GRPC_BASELINE_RPS": f"{baseline_rps:.1f}"}
+    # Each benchmark measures its own bare-gRPC baseline, interleaved with its rounds (run_all.bare_run).
     failed = False
     for script in sorted((ROOT / "tests/load").glob("*/bench_*.py")):
         print(f"running {script.relative_to(ROOT)} ...", flush=True)
-        out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, env=env)
+        out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             failed = True
             sections.append(f"## {script.name} FAILED\n\n```\n{out.stderr[-3000:]}\n```\n")
