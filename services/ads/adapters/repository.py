@@ -296,10 +296,10 @@ class SqlChargeRepository(ports.ChargeRepository):
                               .values(next_attempt_at=now + lease, attempts=badge_charges.c.attempts + 1))
         return [_charge(r) for r in rows]
 
-    def is_pending(self, request_id: str) -> bool:
-        status = self.conn.execute(sa.select(badge_charges.c.status).where(badge_charges.c.request_id == request_id)
-                                   .with_for_update()).scalar()
-        return status == "PENDING"
+    def lock(self, request_id: str, *, wait: bool) -> str | None:
+        query = (sa.select(badge_charges.c.status).where(badge_charges.c.request_id == request_id)
+                 .with_for_update(skip_locked=not wait))
+        return self.conn.execute(query).scalar()
 
     def resolve(self, request_id: str, status: str, transaction_id: str | None, now: datetime) -> None:
         self.conn.execute(badge_charges.update().where(badge_charges.c.request_id == request_id)

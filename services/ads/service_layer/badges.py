@@ -88,47 +88,55 @@ def execute_charge(uow_factory: UowFactory, connects: AbstractConnectsClient, ch
                    metrics: Metrics, *, request_id: str | None = None, retry_at: datetime | None = None) -> bool:
     """Spend one charge in the ledger and record the answer (safe to repeat). False if it must be retried.
 
-    With `request_id` (StartBadge) a refusal is raised after it is recorded, and the request forgotten.
+    The charge's row stays locked from before the spend until its answer is recorded, so no other replica
+    (nor a retried StartBadge) calls the ledger for it meanwhile, whatever the clocks say about the claim's
+    lease; a replica that dies mid-call releases the lock with its connection. With `request_id`
+    (StartBadge) a refusal is raised after it is recorded, and the request forgotten.
     """
-    try:
-        move = connects.spend(charge.request_id, charge.freelancer_id, charge.amount, "BADGE",
-                              badge_reference(charge.badge_id))
-    except Unavailable as exc:
-        metrics.connects_error("spend", exc.reason)
-        if request_id is not None:
-            raise
-        with uow_factory() as uow:
+    with uow_factory() as uow:
+        status = uow.charges.lock(charge.request_id, wait=request_id is not None)
+        if status != "PENDING":  # answered already, or (None) another replica is spending it right now
+            if request_id is not None and status is not None:  # a StartBadge retry after the meter took it
+                if status == "DONE":
+                    uow.requests.complete(request_id, "{}")
+                else:
+                    uow.requests.forget(request_id)
+                uow.commit()
+            return True
+        try:
+            move = connects.spend(charge.request_id, charge.freelancer_id, charge.amount, "BADGE",
+                                  badge_reference(charge.badge_id))
+        except Unavailable as exc:
+            metrics.connects_error("spend", exc.reason)
+            if request_id is not None:
+                raise  # the meter takes the charge after StartBadge's grace
             uow.charges.retry_later(charge.request_id, retry_at or now + timedelta(seconds=5))
             uow.commit()
-        return False
-    except DomainError as refusal:
-        if refusal.reason != "INSUFFICIENT_CONNECTS":
-            metrics.connects_error("spend", refusal.reason)
-        with uow_factory() as uow:
-            if uow.charges.is_pending(charge.request_id):
-                uow.charges.resolve(charge.request_id, "FAILED", None, now)
-                badge = uow.badges.get(charge.freelancer_id)
-                if badge is not None:
-                    badge.charge_refused(charge, now)
-                    uow.badges.save(badge)
-                    if not badge.active:
-                        metrics.badge_stopped(badge.stop_reason.value if badge.stop_reason else "")
-                    publish_facts(uow, badge.facts or [], now, request_id)
+            return False
+        except DomainError as refusal:
+            if refusal.reason != "INSUFFICIENT_CONNECTS":
+                metrics.connects_error("spend", refusal.reason)
+            uow.charges.resolve(charge.request_id, "FAILED", None, now)
+            badge = uow.badges.get(charge.freelancer_id)
+            if badge is not None:
+                badge.charge_refused(charge, now)
+                uow.badges.save(badge)
+                if not badge.active:
+                    metrics.badge_stopped(badge.stop_reason.value if badge.stop_reason else "")
+                publish_facts(uow, badge.facts or [], now, request_id)
             if request_id is not None:
                 uow.requests.forget(request_id)
             uow.commit()
-        if request_id is not None:
-            raise
-        log.info("badge charge %s refused: %s", charge.request_id, refusal.reason)
-        return True
-    with uow_factory() as uow:
-        if uow.charges.is_pending(charge.request_id):
-            uow.charges.resolve(charge.request_id, "DONE", move.transaction_id, now)
-            badge = uow.badges.get(charge.freelancer_id)
-            if badge is not None:
-                badge.charge_taken(charge, move.transaction_id)
-                publish_facts(uow, badge.facts or [], now, request_id)
-            metrics.badge_charged(charge.amount)
+            if request_id is not None:
+                raise
+            log.info("badge charge %s refused: %s", charge.request_id, refusal.reason)
+            return True
+        uow.charges.resolve(charge.request_id, "DONE", move.transaction_id, now)
+        badge = uow.badges.get(charge.freelancer_id)
+        if badge is not None:
+            badge.charge_taken(charge, move.transaction_id)
+            publish_facts(uow, badge.facts or [], now, request_id)
+        metrics.badge_charged(charge.amount)
         if request_id is not None:
             uow.requests.complete(request_id, "{}")
         uow.commit()

@@ -140,7 +140,9 @@ class ChargeRepository(abc.ABC):
     def claim(self, now: datetime, lease: timedelta, limit: int) -> list[Charge]: ...
 
     @abc.abstractmethod
-    def is_pending(self, request_id: str) -> bool: ...
+    def lock(self, request_id: str, *, wait: bool) -> str | None:
+        """Lock the charge until the unit of work ends and return its status; None if another transaction
+        holds it and `wait` is false (or it does not exist)."""
 
     @abc.abstractmethod
     def resolve(self, request_id: str, status: str, transaction_id: str | None, now: datetime) -> None: ...

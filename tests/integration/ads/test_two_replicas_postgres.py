@@ -16,6 +16,7 @@ from services.ads.service_layer import auctions, badges, settlement
 from services.ads.service_layer.auctions import AuctionSettings, PlaceBid
 from services.ads.service_layer.badges import BadgeSettings
 from services.ads.service_layer.unit_of_work import NoSearches
+from services.connects.client import Move
 from tests.conftest import unique
 from tests.unit.ads.fakes import Clock, FakeConnects
 
@@ -91,3 +92,38 @@ def test_two_badge_meters_take_each_charge_once(uow_factory) -> None:
     assert set(spends.values()) == {1}, "a badge charge reached the ledger twice"
     for f in freelancers:
         assert ledger.spent[f] == 4  # at start, then after 1, 2 and 3 days (7 a week)
+
+
+class _SlowSpend(FakeConnects):
+    """Blocks the first spend until `release` is set, so another replica runs while it is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight, self.release = threading.Event(), threading.Event()
+
+    def spend(self, request_id: str, account_id: str, amount: int, reason: str, reference: str) -> Move:
+        if not self.in_flight.is_set():
+            self.in_flight.set()
+            assert self.release.wait(10), "the test never released the first spend"
+        return super().spend(request_id, account_id, amount, reason, reference)
+
+
+def test_a_charge_in_flight_past_its_lease_is_not_spent_again_by_the_other_meter(uow_factory) -> None:
+    ledger, clock = _SlowSpend(), Clock()
+    freelancer = unique("badge")
+    ledger.fund(freelancer, 100)
+    badges.start_badge(uow_factory, FakeConnects(available={freelancer: 100}), unique("rq"), freelancer,
+                       unique("cat"), 14, clock(), BadgeSettings(), NoSearches())
+    clock.advance(days=1, minutes=1)
+    assert badges.issue_due_charges(uow_factory, clock()) == 1
+    first_now = clock()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(badges.run_due_charges, uow_factory, ledger, lambda: first_now)
+        assert ledger.in_flight.wait(10)
+        clock.advance(hours=6)  # the first replica's 30 s lease has long run out (a stall, or a skewed clock)
+        badges.run_due_charges(uow_factory, ledger, clock)
+        ledger.release.set()
+        assert first.result() == 1
+    assert [m for m, _ in ledger.calls] == ["spend"], "the other meter called the ledger for a charge in flight"
+    assert ledger.spent[freelancer] == 1
+    assert badges.run_due_charges(uow_factory, ledger, clock) == 0
