@@ -13,7 +13,7 @@ DB ?= sqlite
 PYTEST_ARGS ?=
 
 .PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run demo snapshot \
-        dashboards bench clean
+        dashboards bench chaos clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ dashboards: venv ## regenerate deploy/grafana/dashboards/*.json from deploy/graf
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
 	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py
+
+chaos: protos ## fault tests (SIGKILL, Kafka down 30s, PostgreSQL restart, slow connects) on a private suite, then the checker
+	ADSMON_CHAOS=1 $(PY) -m pytest -q -s -p no:cacheprovider $(PYTEST_ARGS) tests/chaos
 
 clean: infra-stop ## stop infra and delete local state (databases, Kafka data, venv, stubs)
 	rm -rf .local gen .venv

@@ -1,8 +1,7 @@
 """Freelancers buy Connects: billing.PurchaseConnects (a bundle or a custom quantity, a sandbox card).
 
 Bundles come from billing's own ListBundles (asked once). Most cards succeed; a few are the sandbox
-provider's declining or failing cards: align PAYMENT_METHODS with the sandbox adapter's test cards (issue 8)
-when billing lands.
+provider's test cards that decline, fail once, or lose the answer (services/billing/adapters/sandbox_provider.py).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from adsmon.billing.v1 import billing_pb2_grpc
 
 from deploy.sim.core import Sim
 
-PAYMENT_METHODS = (("card_ok", 18), ("card_declined", 1), ("card_transient_failure", 1))
+PAYMENT_METHODS = (("pm_card_visa", 16), ("pm_card_declined", 1), ("pm_card_transient", 1), ("pm_card_timeout", 1))
 
 
 class Purchases:
