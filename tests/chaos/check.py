@@ -277,15 +277,16 @@ def check_events(target: Target, engines: dict[str, sa.Engine], report: Report) 
             relayed.setdefault(topic, set()).update(ids)
         with engine.connect() as conn:
             report.figure(f"{svc} events consumed (processed)", _scalar(conn, "SELECT count(*) FROM processed_events"))
-    topics = sorted(relayed)
-    dlqs = [f"{t}.dlq" for t in topics] + [f"{target.topic_prefix}marketplace.jobs.v1.dlq"]
-    on_kafka = kafka_event_ids(target.kafka_bootstrap, topics + sorted(set(dlqs)))
-    for topic in topics:
-        copies = on_kafka[topic]
-        name = topic.removeprefix(target.topic_prefix)
+    # Outbox rows keep logical topic names; the relay adds the environment's prefix (kit.outbox).
+    names = sorted(relayed)
+    prefix = target.topic_prefix
+    dlqs = sorted({f"{prefix}{t}.dlq" for t in names} | {f"{prefix}marketplace.jobs.v1.dlq"})
+    on_kafka = kafka_event_ids(target.kafka_bootstrap, [prefix + t for t in names] + dlqs)
+    for name in names:
+        copies = on_kafka[prefix + name]
         report.figure(f"kafka {name} records", sum(copies.values()))
         report.figure(f"kafka {name} duplicates", sum(n - 1 for n in copies.values() if n > 1))
-        report.fail(f"kafka: {name} lacks relayed outbox events", len(relayed[topic] - set(copies)))
+        report.fail(f"kafka: {name} lacks relayed outbox events", len(relayed[name] - set(copies)))
     report.figure("kafka dead letters", sum(sum(on_kafka[t].values()) for t in set(dlqs)))
     for group, lag in sorted(consumer_lag(target.kafka_bootstrap, target.group_prefix).items()):
         report.fail(f"consumer group {group}: records not consumed", lag)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -54,6 +55,7 @@ class Infra:
 
     def __init__(self) -> None:
         assert not {PG_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT} & SHARED_PORTS, "chaos ports must not be shared ones"
+        assert LOCAL.resolve() != (ROOT / ".local").resolve(), "the chaos state dir must not be the shared .local"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
         self.env.update({"ADSMON_LOCAL": str(LOCAL), "ADSMON_PG_PORT": str(PG_PORT),
                          "ADSMON_KAFKA_PORT": str(KAFKA_PORT),
@@ -63,6 +65,16 @@ class Infra:
         done = subprocess.run([str(ROOT / "deploy" / "local" / f"{name}.sh"), action], env=self.env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{name}.sh {action} failed:\n{done.stderr[-3000:]}"
+
+    def fresh(self) -> None:
+        """Stop our broker and database if a previous run left them, and wipe their data: each run starts empty
+        (the checker compares everything in the books). Only paths under our own state dir."""
+        self.script("kafka", "stop")
+        self.script("postgres", "stop")
+        shutil.rmtree(LOCAL / "kafka" / "data", ignore_errors=True)
+        pg = (LOCAL / "pg").resolve()
+        if (LOCAL / "pg").exists() and pg != (ROOT / ".local" / "pg").resolve():
+            shutil.rmtree(pg / "data", ignore_errors=True)
 
     def settings(self) -> dict[str, str]:
         values = {}
@@ -158,6 +170,7 @@ def chaos_suite() -> Iterator[Suite]:
         secret_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         secret_file.write_text(secrets.token_hex(32) + "\n")
         secret_file.chmod(0o600)
+    infra.fresh()
     infra.script("postgres", "start")
     infra.script("kafka", "start")
     env = dict(infra.env)

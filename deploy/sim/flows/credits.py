@@ -1,7 +1,8 @@
-"""Connects coming in: billing's purchase credits and plan grants, the marketplace's bonuses.
+"""Connects coming in from the marketplace: bonuses (connects.Credit, source BONUS).
 
-Until billing's own purchases and memberships answer, this is how freelancers get Connects: the simulator
-calls connects as billing would (PURCHASE, PLAN_GRANT) and as the marketplace does (BONUS).
+Purchases and plan grants come from billing itself (the purchases and memberships flows): the simulator
+no longer credits PURCHASE or PLAN_GRANT as if it were billing, since billing's reconciliation rightly
+reports such credits as unknown to it.
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ from adsmon.connects.v1 import connects_pb2_grpc
 
 from deploy.sim.core import Sim
 
-_SOURCES = ((pb.LOT_SOURCE_PURCHASE, "billing", (10, 20, 40, 60, 80)), (pb.LOT_SOURCE_PLAN_GRANT, "billing", (10, 100)),
-            (pb.LOT_SOURCE_BONUS, "marketplace", (5, 10)))
+AMOUNTS = (5, 10, 20, 40)
 
 
 class Credits:
     name, service, weight = "credits", "connects", 2.0
 
     def step(self, sim: Sim) -> None:
-        source, caller, amounts = sim.rng.choices(_SOURCES, (6, 3, 1))[0]
-        account, amount = sim.rng.choice(sim.world.freelancers), sim.rng.choice(amounts)
-        request = pb.CreditRequest(request_id=sim.id("credit"), account_id=account, amount=amount, source=source,
-                                   reference=sim.id("ref"))
-        sim.call("connects", connects_pb2_grpc.ConnectsServiceStub, "Credit", request, caller=caller,
+        account, amount = sim.rng.choice(sim.world.freelancers), sim.rng.choice(AMOUNTS)
+        request = pb.CreditRequest(request_id=sim.id("credit"), account_id=account, amount=amount,
+                                   source=pb.LOT_SOURCE_BONUS, reference=sim.id("ref"))
+        sim.call("connects", connects_pb2_grpc.ConnectsServiceStub, "Credit", request, caller="marketplace",
                  moves=lambda reply: reply.transaction.amount)
