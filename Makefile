@@ -13,7 +13,7 @@ DB ?= sqlite
 PYTEST_ARGS ?=
 
 .PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run demo snapshot \
-        dashboards bench clean
+        dashboards bench fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -83,6 +83,12 @@ snapshot: protos ## draw every dashboard panel from `make run`'s Prometheus into
 
 dashboards: venv ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
 	$(PY) -m deploy.grafana.generate
+
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= 20261202
+fuzz: protos secrets infra ## hostile gRPC requests and Kafka records against all three services (FUZZ_EXAMPLES=n per method, FUZZ_SEED=n)
+	set -a; source $(LOCAL)/env; set +a; FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) \
+	  $(PY) -m pytest -q $(PYTEST_ARGS) tests/fuzz
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
 	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py
