@@ -38,11 +38,23 @@ deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("dea
 MAX_REQUEST_ID_LEN = 128
 
 
+# An error's message and metadata values are clipped: they often quote the caller's input, and the status
+# travels in trailing metadata, which clients cap at 8 KiB (a longer one reaches them as RESOURCE_EXHAUSTED).
+MAX_ERROR_MESSAGE = 512
+MAX_ERROR_METADATA_VALUE = 256
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def error_status(code: grpc.StatusCode, reason: str, message: str, domain: str,
                  metadata: Mapping[str, str] | None = None) -> grpc.Status:
-    """A grpc.Status carrying google.rpc.Status with one ErrorInfo detail."""
+    """A grpc.Status carrying google.rpc.Status with one ErrorInfo detail (message and metadata clipped)."""
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {})))
+    clipped = {k: _clip(v, MAX_ERROR_METADATA_VALUE) for k, v in (metadata or {}).items()}
+    message = _clip(message, MAX_ERROR_MESSAGE)
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=clipped))
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
 
 

@@ -54,6 +54,8 @@ RECORDED_REFUSALS = {
     ("AdsService/StartBadge", "INSUFFICIENT_CONNECTS"): {"ads_badges", "ads_badge_charges", "outbox"},
     ("AdsService/PlaceBid", "INSUFFICIENT_CONNECTS"): {"ads_auctions", "outbox"},
     ("BillingService/PurchaseConnects", "PAYMENT_DECLINED"): {"purchases", "outbox"},
+    ("BillingService/StartMembership", "PAYMENT_DECLINED"): {"memberships", "membership_cycles",
+                                                             "membership_requests", "outbox"},
 }
 SEEN: dict[str, SeenValues] = {name: SeenValues() for name in SERVICES}
 
@@ -112,6 +114,9 @@ class MethodUnderFuzz:
             assert status is not None and status.details and status.details[0].Unpack(info) and info.reason, \
                 f"refusal without an ErrorInfo reason: {where}"
             where = f"{where} [{info.reason}]"
+            if code == grpc.StatusCode.INVALID_ARGUMENT and "field" not in info.metadata \
+                    and info.reason != "MALFORMED_REQUEST":
+                TALLY.without_field[f"{self.label} {info.reason}"] += 1
             after = self.target.state()
             allowed = RECORDED_REFUSALS.get((self.label, info.reason), set())
             changed = [t for i, (snap_b, snap_a) in enumerate(zip(before, after, strict=True)) for t in snap_b

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from services.kit.auth import mint_token
 from services.kit.consumer import _is_permanent
 from services.kit.errors import InvalidArgument
-from services.kit.interceptors import header_safe, invalid_string_field
+from services.kit.interceptors import error_status, header_safe, invalid_string_field
 from services.kit.kafka import UndecodableEvent, decode_payload, make_event
 from services.kit.prototime import optional_datetime, to_datetime
 from tests.unit.kit.test_server_interceptors import SECRET, error_info
@@ -77,3 +77,12 @@ def test_payload_bytes_that_are_not_the_type_they_name_are_undecodable_not_a_cra
 def test_a_decode_error_in_a_handler_is_dead_lettered_at_once_not_retried():
     assert _is_permanent(DecodeError("Wire format was corrupt"))
     assert not _is_permanent(RuntimeError("maybe next time"))
+
+
+def test_an_error_quoting_a_huge_input_fits_the_clients_metadata_limit():
+    huge = "c" * 4096
+    status = error_status(grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND", f"campaign {huge} not found", "ads",
+                          {"campaign_id": huge})
+    size = sum(len(k) + len(v) for k, v in status.trailing_metadata)
+    assert size < 4096, f"{size} bytes of trailing metadata"
+    assert status.details.startswith("campaign ccc") and status.details.endswith("...")
