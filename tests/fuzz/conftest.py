@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests.e2e.conftest import ServiceProcess, launch, secret_file  # noqa: F401 - fixtures used here
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261202"))
 
 QUIET = {"ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "86400", "ADSMON_CONNECTS_CONSUME_JOBS": "false",
