@@ -41,8 +41,8 @@ BOARDS = list(DASHBOARDS.values())
 # from 0 when they start, billing every reconciliation kind and result before its first run).
 ABSENT_WHEN_HEALTHY: dict[str, str] = {}
 # Fast schedulers, so a short run closes, meters and reconciles (the defaults are minutes to an hour). A
-# reconciliation compares facts older than its settle time: under this machine's load billing's copy of the
-# ledger (consumed from Kafka) can trail by seconds, and a shorter settle reports that lag as MISSING_CREDIT.
+# reconciliation compares facts older than its settle time; billing's copy of the ledger (consumed from Kafka)
+# trails by seconds under this machine's load, so the settle stays well above that.
 ADS_SETTINGS = {"ADSMON_ADS_CLOSER_INTERVAL_SECONDS": "1", "ADSMON_ADS_BADGE_METER_INTERVAL_SECONDS": "1",
                 "ADSMON_ADS_BADGE_PRICING_INTERVAL_SECONDS": "5"}
 BILLING_SETTINGS = {"ADSMON_BILLING_RECONCILE_INTERVAL_SECONDS": "5", "ADSMON_BILLING_RECONCILE_SETTLE_SECONDS": "15",
@@ -182,8 +182,9 @@ def test_the_books_reconcile_after_the_simulated_traffic(live):
 
     runs = by("result", "billing_reconciliation_runs_total")
     found = by("kind", "billing_reconciliation_mismatches_total")
-    assert runs["clean"] >= 1 and runs["mismatch"] == runs["error"] == 0, (runs, found)
-    assert not any(found.values()), found
+    differences = {kind: n for kind, n in found.items() if n}
+    assert runs["clean"] >= 1 and runs["mismatch"] == runs["error"] == 0, (runs, differences)
+    assert not differences
 
 
 def test_the_snapshot_of_the_run_draws_no_empty_panel(live, tmp_path):
