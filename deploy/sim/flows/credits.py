@@ -1,7 +1,8 @@
-"""Connects coming in: billing's purchase credits and plan grants, the marketplace's bonuses.
+"""Free Connects from the marketplace: sign-up and readiness-test bonuses, interview rewards (connects.Credit BONUS).
 
-Until billing's own purchases and memberships answer, this is how freelancers get Connects: the simulator
-calls connects as billing would (PURCHASE, PLAN_GRANT) and as the marketplace does (BONUS).
+Purchased Connects and plan grants come through billing (the purchases and memberships flows), never straight
+from here: a PURCHASE or PLAN_GRANT credit billing does not know of is what its reconciliation reports as a
+mismatch (UNKNOWN_CREDIT).
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ from adsmon.connects.v1 import connects_pb2_grpc
 
 from deploy.sim.core import Sim
 
-_SOURCES = ((pb.LOT_SOURCE_PURCHASE, "billing", (10, 20, 40, 60, 80)), (pb.LOT_SOURCE_PLAN_GRANT, "billing", (10, 100)),
-            (pb.LOT_SOURCE_BONUS, "marketplace", (5, 10)))
+_BONUSES = ((40, 3), (40, 1), (10, 6))  # (Connects, weight): sign-up, readiness test, interview reward (DOMAIN.md)
 
 
 class Credits:
     name, service, weight = "credits", "connects", 2.0
 
     def step(self, sim: Sim) -> None:
-        source, caller, amounts = sim.rng.choices(_SOURCES, (6, 3, 1))[0]
-        account, amount = sim.rng.choice(sim.world.freelancers), sim.rng.choice(amounts)
-        request = pb.CreditRequest(request_id=sim.id("credit"), account_id=account, amount=amount, source=source,
-                                   reference=sim.id("ref"))
-        sim.call("connects", connects_pb2_grpc.ConnectsServiceStub, "Credit", request, caller=caller,
+        amount = sim.rng.choices([a for a, _ in _BONUSES], [w for _, w in _BONUSES])[0]
+        request = pb.CreditRequest(request_id=sim.id("credit"), account_id=sim.rng.choice(sim.world.freelancers),
+                                   amount=amount, source=pb.LOT_SOURCE_BONUS, reference=sim.id("ref"))
+        sim.call("connects", connects_pb2_grpc.ConnectsServiceStub, "Credit", request, caller="marketplace",
                  moves=lambda reply: reply.transaction.amount)
