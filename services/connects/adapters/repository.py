@@ -119,6 +119,9 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         self._pg = is_postgres(self.conn)
         self._insert = postgresql.insert if self._pg else sqlite.insert
         self._closed = False
+        # PostgreSQL, own transaction: `save` keeps the batch's one write statement here and `commit` sends it
+        # with the COMMIT in one round trip.
+        self._deferred: tuple[list[bulk.Write], bulk.Write, list[StoredRequest]] | None = None
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]:
         ids = list(request_ids)
@@ -266,24 +269,39 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
     def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,
                   new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,
                   move_rows: list, wallet_updates: list, ledger_events: list) -> None:
-        """Every write of the batch in one round trip: one statement per table, requests first. A request id
-        committed meanwhile by another process makes the batch roll back (RequestIdConflict) before its commit."""
+        """Every write of the batch as one statement (data-modifying CTEs, `bulk.combined_sql`) in one round trip.
+        A request id committed meanwhile by another process makes the batch roll back (RequestIdConflict) before
+        its commit."""
+        inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+                                       move_rows, wallet_updates)
+        writes = [bulk.Write(table, rows) for table, rows in inserts]
+        writes += [bulk.Write(table, rows, key) for table, key, rows in updates]
+        if ledger_events:
+            writes.append(bulk.Write(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events])))
+        if self._owns:
+            self._deferred = (writes, bulk.Write(requests, req_rows), stored)
+            return
         with bulk.pg_pipeline(self.conn) as p:
-            inserted = p.query(bulk.insert_sql(requests, list(req_rows[0]), returning="request_id",
-                                               on_conflict_do_nothing=True),
-                               (bulk.rows_json(req_rows),)) if req_rows else None
-            inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
-                                           move_rows, wallet_updates)
-            for table, rows in inserts:
-                p.insert_rows(table, rows)
-            for table, key, rows in updates:
-                p.update_rows(table, key, rows)
-            if ledger_events:
-                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events]))
+            inserted = p.write_all(writes, bulk.Write(requests, req_rows), "request_id", on_conflict_do_nothing=True)
         if inserted is not None:
             got = {r.request_id for r in inserted}
             if len(got) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - got)
+
+    def _pg_write_and_commit(self, writes: list[bulk.Write], request_rows: bulk.Write,
+                             stored: list[StoredRequest]) -> None:
+        """The batch's write statement and COMMIT in one round trip. The requests go in without ON CONFLICT: a
+        request id committed meanwhile by another process fails the statement (so nothing commits), and that
+        unique violation becomes RequestIdConflict."""
+        try:
+            with bulk.pg_pipeline(self.conn) as p:
+                p.write_all(writes, request_rows)
+                p.commit()
+        except sa.exc.IntegrityError as exc:
+            diag = getattr(exc.orig, "diag", None)
+            if getattr(diag, "table_name", None) == requests.name:
+                raise RequestIdConflict(s.request_id for s in stored) from exc
+            raise
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:
@@ -305,7 +323,10 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
 
     def commit(self) -> None:
         if self._owns and not self._closed:
-            self.conn.commit()
+            if self._deferred is not None:
+                deferred, self._deferred = self._deferred, None
+                self._pg_write_and_commit(*deferred)
+            self.conn.commit()  # after the pipeline's COMMIT psycopg is idle: this only ends SQLAlchemy's transaction
             self._close()
 
     def rollback(self) -> None:

@@ -34,8 +34,8 @@ class AbstractLedgerUnitOfWork(abc.ABC):
 
     Implementations must make `lock_wallets` exclusive per account until
     commit/rollback (SELECT ... FOR UPDATE on PostgreSQL) so that several
-    processes stay correct, and `save` must refuse (RequestIdConflict) request
-    ids that another transaction stored first.
+    processes stay correct, and `save` or `commit` must refuse (RequestIdConflict)
+    request ids that another transaction stored first, committing nothing.
     """
 
     def __enter__(self) -> AbstractLedgerUnitOfWork:
