@@ -122,13 +122,24 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         # PostgreSQL, own transaction: `save` keeps the batch's one write statement here and `commit` sends it
         # with the COMMIT in one round trip.
         self._deferred: tuple[list[bulk.Write], bulk.Write, list[StoredRequest]] | None = None
+        self._expected: list[str] = []  # expect_wallets: locked and loaded with find_requests' read
+        self._prefetched: tuple[set[str], dict[str, int], list[Any]] | None = None
+
+    def expect_wallets(self, account_ids: Collection[str]) -> None:
+        if self._pg:
+            self._expected = sorted(account_ids)
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]:
         ids = list(request_ids)
         if self._pg:  # usually the batch's first statement: its BEGIN travels with it
+            expected, self._expected = self._expected, []
             with bulk.pg_pipeline(self.conn) as p:
                 cur = p.query(f"SELECT request_id, method, fingerprint, response FROM {requests.name} "
                               "WHERE request_id = ANY(%s)", (ids,))
+                if expected:
+                    locked, live = self._queue_lock(p, expected)
+            if expected:
+                self._prefetched = (set(expected), {r.account_id: r.sequence for r in locked}, list(live))
             return {r.request_id: StoredRequest(r.request_id, r.method, r.fingerprint, bytes(r.response))
                     for r in cur}
         rows = self.conn.execute(sa.select(requests.c.request_id, requests.c.method, requests.c.fingerprint,
@@ -157,15 +168,16 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         ids = sorted(account_ids)
         hold_list = list(hold_ids)
         if self._pg:
-            # The lock, then (once it is granted: the server runs them in order, each with its own snapshot)
-            # the lots and holds it protects, in one round trip.
-            with bulk.pg_pipeline(self.conn) as p:
-                locked = p.query("SELECT account_id, sequence FROM wallets WHERE account_id = ANY(%s) "
-                                 "ORDER BY account_id FOR UPDATE", (ids,))
-                live = p.query("SELECT * FROM lots WHERE account_id = ANY(%s) AND (remaining > 0 OR held > 0)",
-                               (ids,))
-                held = p.query("SELECT * FROM holds WHERE hold_id = ANY(%s)", (hold_list,)) if hold_list else None
-            found = {r.account_id: r.sequence for r in locked}
+            # The lock, then the lots and holds it protects, in one round trip (or none: expect_wallets).
+            prefetched, self._prefetched = self._prefetched, None
+            if prefetched is not None and not hold_list and prefetched[0].issuperset(ids):
+                _, found, live = prefetched  # locked with find_requests (expect_wallets)
+                held = None
+            else:
+                with bulk.pg_pipeline(self.conn) as p:
+                    locked, live = self._queue_lock(p, ids)
+                    held = p.query("SELECT * FROM holds WHERE hold_id = ANY(%s)", (hold_list,)) if hold_list else None
+                found = {r.account_id: r.sequence for r in locked}
             if not [a for a in ids if a not in found and a not in must_exist]:
                 ids = [a for a in ids if a in found]
                 return self._restore(ids, found, live, held or ())
@@ -183,6 +195,14 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                                        sa.or_(lots.c.remaining > 0, lots.c.held > 0)))
         held = self.conn.execute(sa.select(holds).where(holds.c.hold_id.in_(hold_list))) if hold_list else ()
         return self._restore(ids, found, live, held)
+
+    @staticmethod
+    def _queue_lock(p: bulk.Pipeline, ids: list[str]) -> tuple[Any, Any]:
+        """Queue the lock of the wallets `ids` (sorted), then (once granted: the server runs them in order, each
+        with its own snapshot) the read of the live lots it protects."""
+        return (p.query("SELECT account_id, sequence FROM wallets WHERE account_id = ANY(%s) "
+                        "ORDER BY account_id FOR UPDATE", (ids,)),
+                p.query("SELECT * FROM lots WHERE account_id = ANY(%s) AND (remaining > 0 OR held > 0)", (ids,)))
 
     @staticmethod
     def _restore(ids: list[str], found: dict[str, int], live: Iterable, held: Iterable) -> dict[str, Wallet]:

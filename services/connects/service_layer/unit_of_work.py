@@ -44,6 +44,12 @@ class AbstractLedgerUnitOfWork(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.rollback()
 
+    def expect_wallets(self, account_ids: Collection[str]) -> None:
+        """A hint, before `find_requests`: `lock_wallets` will follow for (a subset of) these accounts and no
+        other, with no holds. An implementation may lock and load them with that first read (one round trip
+        instead of two); the default ignores it."""
+        return None
+
     @abc.abstractmethod
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]: ...
 

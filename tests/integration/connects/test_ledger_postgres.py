@@ -115,6 +115,27 @@ def test_a_request_id_stored_by_another_transaction_meanwhile_fails_the_commit_a
     assert_books_balance(engine)
 
 
+def test_a_batch_locked_with_its_first_read_answers_replays_new_wallets_and_accounts_without_one(
+        uow_factory, engine):
+    # Credits and spends only: their wallets are locked and loaded with the request lookup (expect_wallets).
+    a, b, none = unique("acct"), unique("acct"), unique("acct")
+    fund(uow_factory, a, 100)
+    first = c.Spend(unique("r"), a, 10, SpendReason.PROPOSAL)
+    assert ok(execute_one(uow_factory, first))
+    batch = [first, c.Spend(unique("r"), a, 5, SpendReason.PROPOSAL),
+             c.Credit(unique("r"), b, 20, LotSource.PLAN_GRANT),
+             c.Spend(unique("r"), b, 3, SpendReason.PROPOSAL), c.Spend(unique("r"), none, 1, SpendReason.PROPOSAL)]
+    outs = handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in batch], now())
+    assert [o.replayed for o in outs] == [True, False, False, False, False]
+    assert [o.receipt.transaction.available_after for o in outs[:4]] == [90, 85, 20, 17]
+    assert outs[4].error is not None and outs[4].error.reason == "INSUFFICIENT_CONNECTS"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT account_id, available FROM wallets WHERE account_id IN (:a, :b, :n)"),
+                                 {"a": a, "b": b, "n": none}).all())
+    assert rows == {a: 85, b: 17}
+    assert_books_balance(engine)
+
+
 def test_the_same_request_id_sent_concurrently_is_applied_once(uow_factory, engine):
     acct = unique("acct")
     fund(uow_factory, acct, 100)
