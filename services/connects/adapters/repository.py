@@ -170,6 +170,7 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         if self._pg:
             # The lock, then the lots and holds it protects, in one round trip (or none: expect_wallets).
             prefetched, self._prefetched = self._prefetched, None
+            live: Iterable[Any]
             if prefetched is not None and not hold_list and prefetched[0].issuperset(ids):
                 _, found, live = prefetched  # locked with find_requests (expect_wallets)
                 held = None
