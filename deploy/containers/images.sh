@@ -24,9 +24,11 @@ MIRROR="${ADSMON_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 build() { # build <tag> <containerfile> <context> [args...]
   local tag="$1" file="$2" context="$3"; shift 3
-  local started=$SECONDS
-  "$CT_ENGINE" build -q "${CT_BUILD_FLAGS[@]}" --build-arg BASE_IMAGE="$BASE" -t "$tag" -f "$file" "$@" "$context" >/dev/null \
-    || die "building $tag failed (rerun without -q: $CT_ENGINE build -f $file $context)"
+  local started=$SECONDS log
+  log="$CT_CACHE/build-$(basename "${tag%%:*}").log"
+  mkdir -p "$CT_CACHE"
+  "$CT_ENGINE" build "${CT_BUILD_FLAGS[@]}" --build-arg BASE_IMAGE="$BASE" -t "$tag" -f "$file" "$@" "$context" \
+    >"$log" 2>&1 || { tail -n 30 "$log" >&2; die "building $tag failed (log: $log)"; }
   info "$tag ($((SECONDS - started))s)"
 }
 

@@ -286,11 +286,12 @@ class Stack:
 
     def down(self, quiet: bool = False) -> None:
         if self.engine == "docker":
-            self.compose("down", "-v", "--remove-orphans", "-t", "10")
+            self.compose("down", "-v", "--remove-orphans", "-t", "3")
             return
         ids = self.containers()
         if ids:
-            self.cli("rm", "-f", "-t", "10", *ids, check=False, timeout=120)
+            # Throwaway containers: a short stop timeout, then SIGKILL.
+            self.cli("rm", "-f", "-t", "3", *ids, check=False, timeout=120)
             if not quiet:
                 log(f"removed {len(ids)} containers of {self.project}")
 
@@ -299,7 +300,9 @@ class Stack:
         services: dict[str, Any] = {}
         for name, svc in self.services.items():
             env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
-            services[name] = {"container": container_name(self.project, name), "env": env}
+            # docker compose names a service's (first) container <project>-<service>-1.
+            container = container_name(self.project, name) + ("-1" if self.engine == "docker" else "")
+            services[name] = {"container": container, "env": env}
             if "ADSMON_GRPC_PORT" in env:
                 services[name].update(grpc_port=int(env["ADSMON_GRPC_PORT"]),
                                       metrics_port=int(env["ADSMON_METRICS_PORT"]))

@@ -10,8 +10,6 @@ containers credits its Connects once.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -28,6 +26,7 @@ from tests.conftest import unique
 from tests.e2e.billing_support import BillingClient, purchase_credits
 from tests.e2e.test_crash_recovery import spend_all
 from tests.integration.connects.conftest import assert_books_balance
+from tests.integration.kit.support import wait_for
 from tests.support.container_stack import ContainerService
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +40,6 @@ def serving(target: str) -> bool:
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"not {what} after {timeout:.0f}s")
 
 
 def ts(moment: datetime) -> Timestamp:
@@ -85,8 +75,8 @@ def test_a_sigkilled_connects_container_is_restarted_by_its_policy_and_retried_s
     assert 0 < len(before) < SPENDS, "the SIGKILL should interrupt the burst"
 
     # Nobody restarts it but the engine's restart policy.
-    wait_until(lambda: connects.restart_count > restarts, 30, "restarted by the restart policy")
-    wait_until(lambda: serving(connects.target), 60, "SERVING again")
+    wait_for(lambda: connects.restart_count > restarts, 30, "restarted by the restart policy")
+    wait_for(lambda: serving(connects.target), 60, "SERVING again")
     assert connects.pid not in (0, killed.pid)
 
     after = asyncio.run(spend_all(connects.target, token, account, ids))
@@ -120,7 +110,7 @@ def test_a_sigkilled_connects_container_is_restarted_by_its_policy_and_retried_s
 def test_a_purchase_through_the_billing_and_sandbox_containers_credits_its_connects_once(
         stack: dict[str, ContainerService], auth_secret: bytes) -> None:
     billing = stack["billing"]
-    wait_until(lambda: serving(billing.target), 60, "billing SERVING")  # its connects channel reconnects
+    wait_for(lambda: serving(billing.target), 60, "billing SERVING")  # its connects channel reconnects
     client = BillingClient(billing.target, auth_secret)
     try:
         account, rid = unique("ct-acct"), unique("r")
