@@ -5,7 +5,8 @@
 #
 # podman (this kind of machine): Debian's podman + runc, installed here if
 # missing (apt, idempotent), configured by containers.conf beside this file
-# (runc, explicit ulimits, host network) through CONTAINERS_CONF.
+# (runc, explicit ulimits, host network) through CONTAINERS_CONF. Installed with their
+# recommended packages, as tried on this kind of machine.
 ADSMON_SVC="${ADSMON_SVC:-containers}"
 # shellcheck source=../local/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../local/common.sh"
@@ -19,7 +20,7 @@ apt_install() { # apt_install <pkg>...: only the missing ones
   is_root || die "missing packages ${missing[*]}: run as root or apt-get install them"
   info "installing ${missing[*]} (apt)"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 detect_engine() {
