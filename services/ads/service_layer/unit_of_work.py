@@ -105,6 +105,11 @@ class RequestRepository(abc.ABC):
         """Record a request: DONE with `answer`, or PENDING (waiting for the ledger) without one."""
 
     @abc.abstractmethod
+    def claim(self, request_id: str, method: str, fingerprint: str, now: datetime) -> StoredRequest | None:
+        """Record a new request as PENDING in one statement and return None; a request_id already recorded
+        (committed, or committed meanwhile by a concurrent first attempt) is left as it is and returned."""
+
+    @abc.abstractmethod
     def complete(self, request_id: str, answer: str) -> None: ...
 
     @abc.abstractmethod
