@@ -12,6 +12,7 @@ from adsmon.events.v1.event_pb2 import Event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from services.ads.adapters.searches import SqlSearchCountRepository
 from services.ads.adapters.tables import auctions, badge_charges, badge_prices, badges, bids, requests, steps
 from services.ads.domain.auction import (
     Auction,
@@ -357,6 +358,7 @@ def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
     uow.badges = SqlBadgeRepository(conn)
     uow.charges = SqlChargeRepository(conn)
     uow.prices = SqlPriceRepository(conn)
+    uow.search_counts = SqlSearchCountRepository(conn)
 
 
 class SqlAlchemyAdsUnitOfWork(SqlAlchemyUnitOfWork, ports.AdsUnitOfWork):
