@@ -87,14 +87,25 @@ class SqlAuctionRepository(ports.AuctionRepository):
         self._rows: dict[str, dict[str, Any]] = {}  # job -> auction row as loaded (unchanged rows are not written)
 
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None:
-        """The auction and its bids in one statement (auction LEFT JOIN bids; only the auction row locked)."""
-        joined = auctions.outerjoin(bids, bids.c.job_id == auctions.c.job_id)
-        query = sa.select(auctions, *_BID_COLUMNS).select_from(joined).where(auctions.c.job_id == job_id)
-        rows = self.conn.execute(query.with_for_update(of=auctions) if lock else query).mappings().all()
-        if not rows:
-            return None
-        row = rows[0]
-        loaded = [_bid({c.name: r[f"b_{c.name}"] for c in bids.c}) for r in rows if r["b_bid_id"] is not None]
+        """The auction and its bids. Locked: the auction row first (FOR UPDATE), then the bids in a second
+        statement, whose snapshot is taken after the lock is granted. (One joined statement would hand back
+        the bids of the snapshot it started with: a transaction that waited for the lock would then miss or
+        overwrite what the lock holder committed, as READ COMMITTED re-checks only the locked row.)
+        Unlocked reads are one joined statement."""
+        if lock:
+            row = self.conn.execute(sa.select(auctions).where(auctions.c.job_id == job_id)
+                                    .with_for_update()).mappings().first()
+            if row is None:
+                return None
+            loaded = [_bid(r) for r in self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings()]
+        else:
+            joined = auctions.outerjoin(bids, bids.c.job_id == auctions.c.job_id)
+            query = sa.select(auctions, *_BID_COLUMNS).select_from(joined).where(auctions.c.job_id == job_id)
+            rows = self.conn.execute(query).mappings().all()
+            if not rows:
+                return None
+            row = rows[0]
+            loaded = [_bid({c.name: r[f"b_{c.name}"] for c in bids.c}) for r in rows if r["b_bid_id"] is not None]
         self._loaded[job_id] = {b.bid_id: _bid_row(b) for b in loaded}
         auction = Auction(job_id=row["job_id"], placebo=row["placebo"], opened_at=_at(row["opened_at"]),
                        closes_at=_at(row["closes_at"]), status=AuctionStatus(row["status"]),

@@ -46,7 +46,7 @@ def funded(*accounts: str) -> FakeConnects:
     return ledger
 
 
-def test_a_new_bid_on_an_open_auction_takes_seven_statements_in_two_transactions(
+def test_a_new_bid_on_an_open_auction_takes_nine_statements_in_two_transactions(
         ads_engine: Engine, uow_factory: Callable[[], SqlAlchemyAdsUnitOfWork]) -> None:
     job, a, b = unique("job"), unique("fl"), unique("fl")
     ledger = funded(a, b)
@@ -54,9 +54,9 @@ def test_a_new_bid_on_an_open_auction_takes_seven_statements_in_two_transactions
     with statements(ads_engine) as counts:
         result = place_bid(uow_factory, ledger, PlaceBid(unique("r"), job, unique("p"), b, 7), NOW, SETTINGS)
     assert result.bid.rank == 1 and result.bid.state == "HELD"
-    # request claimed, auction with its bids read and locked, bid inserted | auction re-read, bid confirmed,
+    # request claimed, auction locked, its bids read, bid inserted | auction locked, bids read, bid confirmed,
     # request answered, BidPlaced queued
-    assert counts == Counter({"INSERT": 3, "SELECT": 2, "UPDATE": 2})
+    assert counts == Counter({"INSERT": 3, "SELECT": 4, "UPDATE": 2})
 
 
 def test_a_replayed_bid_is_answered_from_the_stored_request_in_two_statements(
