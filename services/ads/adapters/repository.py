@@ -65,7 +65,7 @@ def _bid_row(bid: Bid) -> dict[str, Any]:
 _BID_COLUMNS = [c.label(f"b_{c.name}") for c in bids.c]  # bids' columns beside auctions' in one joined row
 
 
-def _bid(row: Mapping[str, Any]) -> Bid:
+def _bid(row: Mapping[Any, Any]) -> Bid:
     return Bid(bid_id=row["bid_id"], job_id=row["job_id"], proposal_id=row["proposal_id"],
                freelancer_id=row["freelancer_id"], amount=row["amount"], placed_at=_at(row["placed_at"]),
                seq=row["seq"], state=BidState(row["state"]), hold_id=row["hold_id"],
