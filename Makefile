@@ -13,7 +13,7 @@ DB ?= sqlite
 PYTEST_ARGS ?=
 
 .PHONY: help venv protos secrets infra infra-stop test test-unit test-integration test-e2e lint run demo snapshot \
-        dashboards bench chaos clean
+        dashboards bench chaos fuzz clean images test-containers
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,19 @@ test-unit: protos secrets ## unit tests only (no PostgreSQL or Kafka; promtool f
 	deploy/local/prometheus.sh install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
 
+images: venv ## container images: debootstrapped base, the suite (non-root), PostgreSQL, Kafka, Prometheus (podman/docker)
+	deploy/containers/images.sh all
+
+# The images `make test-containers` runs: `make images`' local builds unless set
+# (a team's registry images: README "Integration tests in containers"; SKIP_IMAGES=1 skips the build).
+CONTAINER_TESTS ?= tests/containers tests/e2e/test_walking_skeleton.py
+test-containers: export ADSMON_IMAGE ?= localhost/adsmon:local
+test-containers: export ADSMON_POSTGRES_IMAGE ?= localhost/adsmon-postgres:15
+test-containers: export ADSMON_KAFKA_IMAGE ?= localhost/adsmon-kafka:4.1.1
+test-containers: protos $(if $(SKIP_IMAGES),,images) ## e2e tests against deploy/compose.test.yaml's containers (torn down also on failure)
+	$(PY) deploy/containers/stack.py test -f deploy/compose.test.yaml -- \
+	  $(PY) -m pytest -q $(PYTEST_ARGS) $(CONTAINER_TESTS)
+
 lint: protos ## ruff, mypy over services/ (config in pyproject.toml), proto lint (buf)
 	.venv/bin/ruff check .
 	.venv/bin/mypy
@@ -83,6 +96,12 @@ snapshot: protos ## draw every dashboard panel from `make run`'s Prometheus into
 
 dashboards: venv ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
 	$(PY) -m deploy.grafana.generate
+
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= 20261202
+fuzz: protos secrets infra ## hostile gRPC requests and Kafka records against all three services (FUZZ_EXAMPLES=n per method, FUZZ_SEED=n)
+	set -a; source $(LOCAL)/env; set +a; FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) \
+	  $(PY) -m pytest -q $(PYTEST_ARGS) tests/fuzz
 
 bench: protos secrets infra ## benchmarks: throughput and p50/p99 against same-run baselines
 	set -a; source $(LOCAL)/env; set +a; deploy/local/tools.sh install ghz; $(PY) tests/load/run_all.py

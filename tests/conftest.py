@@ -21,6 +21,8 @@ from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
+from tests.support import container_stack
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,6 +40,8 @@ def _load_local_env() -> None:
 
 
 _load_local_env()
+# tests/containers/ run only against `make test-containers`' stack (ADSMON_TEST_STACK).
+collect_ignore = [] if container_stack.description() is not None else ["containers"]
 # Consumer groups of this test run are its own: concurrent runs on one broker never steal each other's records.
 # Its topics too: a fresh consumer group reads from the earliest offset, and a long-lived local broker's
 # topics hold every earlier run's (and benchmark's) events.
@@ -60,6 +64,8 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture(scope="session")
 def auth_secret() -> bytes:
+    if container_stack.description() is not None:  # `make test-containers`: the containers' secret
+        return container_stack.auth_secret()
     return secrets.token_hex(32).encode()
 
 

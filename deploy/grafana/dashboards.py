@@ -42,7 +42,7 @@ RED = Row("Traffic, errors, latency (RED, per service and method)", (
           unit="reqps"),
     Panel("Server error ratio by method",
           (Query(f"({ERRORS_BY_METHOD} or {CALLS_BY_METHOD} * 0) / {CALLS_BY_METHOD}", "{{job}} {{grpc_method}}"),),
-          unit="percentunit",
+          unit="percentunit", zero_when_healthy="no call failed on the server's side",
           description="Calls answered with a server-side code (Internal, Unavailable, DeadlineExceeded, Unknown, "
                       "DataLoss): ours to fix. Zero is drawn as zero."),
     Panel("Refusals and client errors by code",
@@ -64,11 +64,13 @@ RED = Row("Traffic, errors, latency (RED, per service and method)", (
 BUDGET = Row("Error budget burn (multi-window, SRE workbook)", (
     Panel("Availability budget burn rate (1h, 6h, 1d, 3d)",
           _burn("grpc_server_errors", AVAILABILITY_BUDGET, ("1h", "6h", "1d", "3d")),
+          zero_when_healthy="no server errors: no budget spent",
           description="1 = spending the 30-day budget of 0.1% server errors exactly in 30 days. Pages at 14.4 "
                       "(1h, with 5m) and 6 (6h, with 30m); tickets at 3 (1d) and 1 (3d). "
                       "No calls in a window: no line."),
     Panel("Latency budget burn rate (1h, 6h, 1d, 3d)",
           _burn("grpc_server_slow", LATENCY_BUDGET, ("1h", "6h", "1d", "3d")),
+          zero_when_healthy="no call slower than 250 ms",
           description="1 = spending the budget of 1% of calls slower than 250 ms exactly in 30 days; same "
                       "thresholds as availability."),
 ))
@@ -76,17 +78,21 @@ BUDGET = Row("Error budget burn (multi-window, SRE workbook)", (
 EVENTS = Row("Events: Kafka consumers, outboxes, dead letters", (
     Panel("Consumer lag by topic", (Query(f"sum by (service, topic) (consumer_lag{{{J}}})",
                                           "{{service}} {{topic}}"),),
+          zero_when_healthy="consumers keep up between scrapes",
           description="Records behind the end of the partitions the consumer owns."),
     Panel("Consumed records by result",
           (Query(_rate("consumer_processed_total", J, "service, topic, result"), "{{service}} {{topic}} {{result}}"),),
           unit="ops", may_be_empty="no records on the consumed topics in the window"),
     Panel("Outbox backlog (rows not yet acknowledged by Kafka)",
-          (Query(f"max by (service) (outbox_backlog{{{J}}})", "{{service}}"),)),
+          (Query(f"max by (service) (outbox_backlog{{{J}}})", "{{service}}"),),
+          zero_when_healthy="relays publish each row within a scrape interval"),
     Panel("Outbox oldest unpublished age", (Query(f"max by (service) (outbox_oldest_unpublished_age_seconds{{{J}}})",
-                                                  "{{service}}"),), unit="s"),
+                                                  "{{service}}"),), unit="s",
+          zero_when_healthy="relays publish each row within a scrape interval"),
     Panel("Dead-lettered records (last hour)",
           (Query(f"sum by (service, topic) (increase(consumer_dlq_total{{{J}}}[1h])) or on() vector(0)",
                  "{{service}} {{topic}}"),),
+          zero_when_healthy="every record was applied",
           description="Records sent to <topic>.dlq: their effect was NOT applied. The counter restarts with the "
                       "process; the topic itself keeps them (deploy/runbooks/AdsmonDeadLetters.md). "
                       "A single 0 line: none."),
@@ -151,6 +157,7 @@ CONNECTS = Dashboard(
                   unit="ops", description="Holds are ads' (boost bids). A single 0 line: none in the window."),
             Panel("Expired Connects (last hour)",
                   (Query(f"sum(increase(connects_expired_total{{{C}}}[1h]))", "expired Connects"),),
+                  zero_when_healthy="lots expire a year after they are issued",
                   description="Lots past their expiry moved to breakage by the sweep."),
             Panel("Expiry sweeps by result",
                   (Query(f"sum by (sweep, result) (increase(connects_expiry_runs_total{{{C}}}[5m]))",
@@ -181,7 +188,8 @@ CONNECTS = Dashboard(
                    Query(_quantile(0.99, C, "job", "connects_batch_size_bucket"), "p99"))),
             Panel("Ledger outbox backlog and jobs consumer lag",
                   (Query(f"max(outbox_backlog{{{C}}})", "outbox backlog"),
-                   Query(f"sum(consumer_lag{{{C}}})", "marketplace.jobs.v1 lag"))),
+                   Query(f"sum(consumer_lag{{{C}}})", "marketplace.jobs.v1 lag")),
+                  zero_when_healthy="the relay and the consumer keep up between scrapes"),
         )),
     ))
 

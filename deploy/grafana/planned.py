@@ -97,8 +97,9 @@ B = 'job="adsmon-billing"'
 
 
 def _p(title: str, service: str, *queries: Query, unit: str = "short", description: str = "",
-       may_be_empty: str = "") -> Panel:
-    return Panel(title, queries, unit=unit, description=description, planned=service, may_be_empty=may_be_empty)
+       may_be_empty: str = "", zero_when_healthy: str = "") -> Panel:
+    return Panel(title, queries, unit=unit, description=description, planned=service, may_be_empty=may_be_empty,
+                 zero_when_healthy=zero_when_healthy)
 
 
 def _ads(title: str, *queries: Query, **kw: str) -> Panel:
@@ -127,9 +128,11 @@ ADS = Dashboard(
             _ads("Auctions open", Query(f"max(ads_auctions_open{{{A}}})", "open")),
             _ads("Bids per second by result", Query(_rate("ads_bids_total", A, "result"), "{{result}}"), unit="ops"),
             _ads("Placebo share of auctions opened (1h)",
-                 Query(f'sum(increase(ads_auctions_opened_total{{{A},placebo="true"}}[1h])) / '
+                 Query(f'(sum(increase(ads_auctions_opened_total{{{A},placebo="true"}}[1h])) or on() vector(0)) / '
                        f"sum(increase(ads_auctions_opened_total{{{A}}}[1h]))", "placebo share"), unit="percentunit",
-                 may_be_empty="no auction opened in the last hour"),
+                 may_be_empty="no auction opened in the last hour",
+                 zero_when_healthy="2% of jobs (ADSMON_ADS_PLACEBO_SHARE) run a placebo auction: an hour may have "
+                                   "none"),
             _ads("Auctions closed by reason", Query(_rate("ads_auctions_closed_total", A, "reason"), "{{reason}}"),
                  unit="ops"),
         )),
@@ -138,7 +141,8 @@ ADS = Dashboard(
                  Query(f"max(ads_settlement_backlog{{{A}}})", "steps pending"),
                  Query(f"max(ads_settlement_oldest_step_age_seconds{{{A}}})", "oldest step age (s)"),
                  description="Captures and releases recorded at close but not yet confirmed by connects "
-                             "(AdsmonSettlementBacklogOld)."),
+                             "(AdsmonSettlementBacklogOld).",
+                 zero_when_healthy="each close settles within a scrape interval"),
             _ads("Settlement steps per second by action and result",
                  Query(_rate("ads_settlement_steps_total", A, "action, result"), "{{action}} {{result}}"), unit="ops"),
             _ads("Connects charged and released per second",
@@ -195,17 +199,21 @@ BILLING = Dashboard(
                      Query(_rate("billing_revenue_recognised_cents_total", B, "product"), "{{product}}")),
             _billing("Deferred revenue balance (cents)", Query(f"max(billing_deferred_revenue_cents{{{B}}})",
                                                                "deferred")),
-            _billing("Breakage (cents per second)", Query(_rate("billing_breakage_cents_total", B), "breakage")),
+            _billing("Breakage (cents per second)", Query(_rate("billing_breakage_cents_total", B), "breakage"),
+                     zero_when_healthy="purchased Connects expire a year after they are bought"),
         )),
         Row("Memberships", (
             _billing("Renewals by outcome (last hour)",
-                     Query(f"sum by (outcome) (increase(billing_renewals_total{{{B}}}[1h]))", "{{outcome}}")),
+                     Query(f"sum by (outcome) (increase(billing_renewals_total{{{B}}}[1h]))", "{{outcome}}"),
+                     zero_when_healthy="memberships renew monthly; within an hour of their start only declined "
+                                       "starts (start_declined) count"),
         )),
         Row("Reconciliation", (
             _billing("Mismatches found by the last run, by kind",
                      Query(f"max by (kind) (billing_reconciliation_mismatches_last_run{{{B}}})", "{{kind}}"),
                      description="Billing against the ledger and the payment provider "
-                                 "(AdsmonReconciliationMismatch)."),
+                                 "(AdsmonReconciliationMismatch).",
+                     zero_when_healthy="the books agree"),
             _billing("Reconciliation runs by result (last hour)",
                      Query(f"sum by (result) (increase(billing_reconciliation_runs_total{{{B}}}[1h]))",
                            "{{result}}")),

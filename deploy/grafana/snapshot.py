@@ -62,7 +62,8 @@ def query_range(base: str, expr: str, start: float, end: float, step: float) -> 
 def legend(fmt: str, metric: dict[str, str]) -> str:
     if not fmt or fmt == "__auto":
         return ",".join(f"{k}={v}" for k, v in sorted(metric.items()) if k != "__name__") or "value"
-    if not any(metric.get(name) for name in LEGEND_RE.findall(fmt)):
+    names = LEGEND_RE.findall(fmt)
+    if names and not any(metric.get(name) for name in names):  # e.g. the `or on() vector(0)` fallback
         return "none (0)" if not metric else ",".join(f"{k}={v}" for k, v in sorted(metric.items()))
     return LEGEND_RE.sub(lambda m: metric.get(m.group(1), ""), fmt).strip()
 

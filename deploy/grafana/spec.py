@@ -5,7 +5,7 @@ The same objects feed three readers: `render()` (the JSON Grafana loads), the
 snapshot (`python -m deploy.grafana.snapshot`, every query through
 Prometheus' query_range into one PNG) and the tests (every metric a query
 names is exported by the code; every query returns data on a live suite,
-unless the panel says why it may be empty).
+unless the panel says why it may be empty; not only zeros, unless it says why zero is normal).
 
 A panel whose metrics a service does not export yet names that service in
 `planned` (see deploy/grafana/planned.py): its metric names are documented
@@ -66,6 +66,9 @@ class Panel:
     description: str = ""
     # Why the panel may legitimately show no data (e.g. "no dead letters"); empty: it always has data.
     may_be_empty: str = ""
+    # Why every value may be 0 on a healthy suite under simulated traffic (no errors, nothing expired yet);
+    # empty: `make demo` moves it, and tests/e2e/test_monitoring_live.py checks that it does.
+    zero_when_healthy: str = ""
     # The service whose metrics this panel reads but which does not export them yet ("ads", "billing").
     planned: str = ""
     width: int = 12

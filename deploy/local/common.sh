@@ -15,6 +15,9 @@ set -euo pipefail
 ADSMON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 ADSMON_LOCAL="${ADSMON_LOCAL:-$ADSMON_ROOT/.local}"
 case "$ADSMON_LOCAL" in /*) ;; *) ADSMON_LOCAL="$ADSMON_ROOT/$ADSMON_LOCAL" ;; esac
+# One spelling of the state directory (a symlinked .local included), so a broker or cluster started from
+# one checkout is recognised as ours from another: the scripts find their processes by config path.
+ADSMON_LOCAL="$(realpath -m "$ADSMON_LOCAL")"
 export ADSMON_ROOT ADSMON_LOCAL
 
 ADSMON_LOG_DIR="$ADSMON_LOCAL/log"

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
     for (flow, outcome), n in sorted(tally.outcomes.items()):
         print(f"  {flow:16s} {outcome:10s} {n}")
+    for (method, code), n in tally.refusals.most_common():
+        print(f"  refused: {method} {code} {n}")
     return 1 if tally.total(ERROR) else 0
 
 

@@ -94,6 +94,7 @@ class Tally:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     connects_moved: int = 0
     last_error: str = ""
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (service.Method, status code) -> calls
 
     def total(self, outcome: str | None = None) -> int:
         return sum(n for (_, o), n in self.outcomes.items() if outcome is None or o == outcome)
@@ -137,6 +138,8 @@ class Sim:
             outcome = NOT_BUILT if code is grpc.StatusCode.UNIMPLEMENTED else REFUSED if code in _REFUSALS else ERROR
             if outcome == ERROR:
                 self.tally.last_error = f"{service}.{method}: {code.name} {exc.details()}"[:160]
+            elif outcome == REFUSED:
+                self.tally.refusals[f"{service}.{method}", code.name] += 1
             self.tally.outcomes[self.flow, outcome] += 1
             return None
         self.tally.outcomes[self.flow, OK] += 1

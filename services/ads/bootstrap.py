@@ -3,10 +3,11 @@
 What runs (each a kit.worker.Worker, started after the server listens and stopped after it drained):
 the outbox relay (unless ADSMON_ADS_RELAY_IN_PROCESS=false), the settlement worker (captures and
 releases of closed auctions), the auction closer (7 days up, bids left waiting for the ledger), the
-badge meter (pricing tick, due charges), the gauges, and the marketplace.jobs.v1 consumer (unless
-ADSMON_ADS_CONSUME_JOBS=false), and promoted profiles' index sync and pending-click resumer
-(`build_promoted`). Boost auctions and the availability badge are served by `AdsServicer`, which
-delegates the promoted-profile RPCs to the `PromotedServicer` built here.
+badge meter (pricing tick, due charges; demand from `ads_search_counts`), the search-count flusher
+(GetPlacements' searches per category, added to the database every few seconds), the gauges, and the
+marketplace.jobs.v1 consumer (unless ADSMON_ADS_CONSUME_JOBS=false), and promoted profiles' index sync
+and pending-click resumer (`build_promoted`). Boost auctions and the availability badge are served by
+`AdsServicer`, which delegates the promoted-profile RPCs to the `PromotedServicer` built here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.ads.adapters import metrics as prom
 from services.ads.adapters import topics
 from services.ads.adapters.migrations import MIGRATIONS
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
+from services.ads.adapters.searches import SearchFlusher, SearchTally
 from services.ads.config import SERVICE, AdsConfig
 from services.ads.entrypoints import jobs_consumer
 from services.ads.entrypoints.grpc_servicer import POLICY, SERVICE_NAME, AdsServicer
@@ -33,7 +35,7 @@ from services.ads.promoted_config import derived_token_key
 from services.ads.service_layer.auctions import AuctionSettings
 from services.ads.service_layer.badges import BadgeSettings
 from services.ads.service_layer.metrics import Metrics
-from services.ads.service_layer.unit_of_work import NoSearches, SearchCounter
+from services.ads.service_layer.unit_of_work import SearchCounter, StoredSearches
 from services.connects.client import AbstractConnectsClient, GrpcConnectsClient
 from services.kit.bootstrap import consumer, outbox_relay, start_foundation
 from services.kit.db import Database
@@ -59,7 +61,8 @@ def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Wor
         relay = outbox_relay(base, engine)
     wake_relay = relay.wake if relay is not None else None
     client = connects or GrpcConnectsClient(config.connects_target, secret=base.auth_secret, caller=SERVICE)
-    searches = searches or NoSearches()
+    tally = SearchTally()  # GetPlacements counts here; the flusher adds it to ads_search_counts
+    searches = searches or StoredSearches()
     metrics = metrics or prom.PrometheusMetrics()
     prom.placebo_share.set(config.placebo_share)
 
@@ -98,8 +101,9 @@ def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Wor
         promoted_settings = replace(promoted_settings, token_key=derived_token_key(base.auth_secret))
     promoted_executor = ThreadPoolExecutor(max_workers=config.promoted_threads, thread_name_prefix="promoted")
     promoted, promoted_components = build_promoted(promoted_settings, engine, connects=client, clock=clock,
-                                                   after_commit=wake_relay, executor=promoted_executor)
-    components += promoted_components
+                                                   after_commit=wake_relay, executor=promoted_executor,
+                                                   searches=tally)
+    components += [*promoted_components, SearchFlusher(engine, tally, interval=config.search_flush_interval_seconds)]
     servicer = AdsServicer(uow_factory, client, clock, run, auction_settings=auction_settings,
                            badge_settings=badge_settings, searches=searches, metrics=metrics, promoted=promoted,
                            on_closed=settler.wake)

@@ -25,6 +25,7 @@ class AdsConfig:
     badge_pricing: Pricing = field(default_factory=Pricing)
     badge_pricing_interval_seconds: float = 60.0
     badge_meter_interval_seconds: float = 5.0
+    search_flush_interval_seconds: float = 5.0  # GetPlacements' searches reach ads_search_counts this often
     closer_interval_seconds: float = 5.0
     settlement_interval_seconds: float = 1.0
     settlement_concurrency: int = 8
@@ -61,6 +62,7 @@ class AdsConfig:
                 min_price=min_price, max_price=max_price),
             badge_pricing_interval_seconds=env.float("BADGE_PRICING_INTERVAL_SECONDS", 60.0, lo=0.1, hi=86_400.0),
             badge_meter_interval_seconds=env.float("BADGE_METER_INTERVAL_SECONDS", 5.0, lo=0.05, hi=3600.0),
+            search_flush_interval_seconds=env.float("SEARCH_FLUSH_INTERVAL_SECONDS", 5.0, lo=0.05, hi=3600.0),
             closer_interval_seconds=env.float("CLOSER_INTERVAL_SECONDS", 5.0, lo=0.05, hi=3600.0),
             settlement_interval_seconds=env.float("SETTLEMENT_INTERVAL_SECONDS", 1.0, lo=0.05, hi=3600.0),
             settlement_concurrency=env.int("SETTLEMENT_CONCURRENCY", 8, lo=1, hi=64),

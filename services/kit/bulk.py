@@ -12,9 +12,11 @@ prepares it once and reuses it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,9 +43,20 @@ def _name(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def insert_sql(table: sa.Table, cols: list[str], *, returning: str | None = None,
+def insert_sql(table: sa.Table, cols: Sequence[str], *, returning: str | None = None,
                on_conflict_do_nothing: bool = False) -> str:
     """The statement `pg_insert_rows` sends for rows with the keys `cols` (one JSON parameter)."""
+    return _insert_sql(table, tuple(cols), returning, on_conflict_do_nothing)
+
+
+def update_sql(table: sa.Table, key: str, cols: Sequence[str]) -> str:
+    """UPDATE one row of `table` per JSON row (keys `cols`, including `key`), as one statement."""
+    return _update_sql(table, key, tuple(cols))
+
+
+# The texts depend only on the table and the column names: built once each (the hot path sends them per batch).
+@lru_cache(maxsize=512)
+def _insert_sql(table: sa.Table, cols: tuple[str, ...], returning: str | None, on_conflict_do_nothing: bool) -> str:
     names = ", ".join(_name(c) for c in cols)
     sql = (f"INSERT INTO {_name(table.name)} ({names}) SELECT {names} "
            f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json)")
@@ -54,12 +67,36 @@ def insert_sql(table: sa.Table, cols: list[str], *, returning: str | None = None
     return sql
 
 
-def update_sql(table: sa.Table, key: str, cols: list[str]) -> str:
-    """UPDATE one row of `table` per JSON row (keys `cols`, including `key`), as one statement."""
+@lru_cache(maxsize=512)
+def _update_sql(table: sa.Table, key: str, cols: tuple[str, ...]) -> str:
     sets = ", ".join(f"{_name(c)} = v.{_name(c)}" for c in cols if c != key)
     return (f"UPDATE {_name(table.name)} AS t SET {sets} "
             f"FROM json_populate_recordset(NULL::{_name(table.name)}, %s::json) AS v "
             f"WHERE t.{_name(key)} = v.{_name(key)}")
+
+
+@dataclass(frozen=True)
+class Write:
+    """Rows for one table: inserted (`key` None) or updating the rows whose `key` column matches."""
+
+    table: sa.Table
+    rows: list[dict[str, Any]]
+    key: str | None = None
+
+    def sql(self) -> str:
+        cols = tuple(self.rows[0])
+        return _insert_sql(self.table, cols, None, False) if self.key is None else _update_sql(self.table, self.key,
+                                                                                                cols)
+
+
+def combined_sql(main: str, writes: Sequence[str]) -> str:
+    """`main` with `writes` as data-modifying CTEs: one statement, one parse, one execution.
+
+    PostgreSQL runs every sub-statement on the same snapshot, so the writes must not depend on each other's
+    rows (no row inserted and updated, no foreign key between them); they commit or fail together."""
+    if not writes:
+        return main
+    return "WITH " + ", ".join(f"w{i} AS ({w})" for i, w in enumerate(writes)) + " " + main
 
 
 def pg_insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *,
@@ -104,6 +141,29 @@ class Pipeline:
     def update_rows(self, table: sa.Table, key: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             self.execute(update_sql(table, key, list(rows[0])), (rows_json(rows),))
+
+    def commit(self) -> None:
+        """COMMIT after the statements queued so far, in the same round trip (psycopg syncs the pipeline)."""
+        self._dbapi.commit()
+
+    def write_all(self, writes: Sequence[Write], returning: Write | None = None,
+                  returning_column: str = "", on_conflict_do_nothing: bool = False) -> Any:
+        """Every non-empty write in one statement (`combined_sql`); `returning`'s insert is its main statement
+        and, with a `returning_column`, the returned cursor yields that column of the rows it inserted (else None)."""
+        present = [w for w in writes if w.rows]
+        if returning is not None and returning.rows:
+            main = _insert_sql(returning.table, tuple(returning.rows[0]), returning_column, on_conflict_do_nothing)
+            params = [*present, returning]
+        elif present:
+            main, present, params = present[-1].sql(), present[:-1], present
+        else:
+            return None
+        sql = combined_sql(main, [w.sql() for w in present])
+        args = tuple(rows_json(w.rows) for w in params)
+        if returning_column and returning is not None and returning.rows:
+            return self.query(sql, args)
+        self.execute(sql, args)
+        return None
 
 
 @contextmanager

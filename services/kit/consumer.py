@@ -31,6 +31,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import DeadLetter, Event
+from google.protobuf.message import DecodeError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
@@ -102,7 +103,8 @@ PROCESSED = processed_events_table(sa.MetaData())
 
 
 def _is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, UndecodableEvent):
+    # Bytes that do not parse as the payload type they name never will: no retries.
+    if isinstance(exc, UndecodableEvent | DecodeError):
         return True
     return isinstance(exc, errors.DomainError) and not isinstance(exc, errors.Unavailable | errors.Aborted)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -36,11 +38,23 @@ deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar("dea
 MAX_REQUEST_ID_LEN = 128
 
 
+# An error's message and metadata values are clipped: they often quote the caller's input, and the status
+# travels in trailing metadata, which clients cap at 8 KiB (a longer one reaches them as RESOURCE_EXHAUSTED).
+MAX_ERROR_MESSAGE = 512
+MAX_ERROR_METADATA_VALUE = 256
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def error_status(code: grpc.StatusCode, reason: str, message: str, domain: str,
                  metadata: Mapping[str, str] | None = None) -> grpc.Status:
-    """A grpc.Status carrying google.rpc.Status with one ErrorInfo detail."""
+    """A grpc.Status carrying google.rpc.Status with one ErrorInfo detail (message and metadata clipped)."""
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {})))
+    clipped = {k: _clip(v, MAX_ERROR_METADATA_VALUE) for k, v in (metadata or {}).items()}
+    message = _clip(message, MAX_ERROR_MESSAGE)
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=clipped))
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
 
 
@@ -103,20 +117,31 @@ def _plan(descriptor: Any) -> _Plan:
     return plan
 
 
-def too_long_field(message: Any, limit: int, plan: _Plan | None = None, prefix: str = "") -> str | None:
-    """The path of the first string field in `message` longer than `limit` characters, else None."""
+def invalid_string_field(message: Any, limit: int, plan: _Plan | None = None,
+                         prefix: str = "") -> tuple[str, str] | None:
+    """The path of the first string field in `message` that is longer than `limit` characters or holds a NUL
+    character (PostgreSQL text cannot store one), with the reason: FIELD_TOO_LONG or FIELD_CONTAINS_NUL."""
     for name, repeated, sub in _plan(message.DESCRIPTOR) if plan is None else plan:
         value = getattr(message, name)
         if sub is None:
-            if any(len(v) > limit for v in value) if repeated else len(value) > limit:
-                return prefix + name
+            for item in value if repeated else (value,):
+                if len(item) > limit:
+                    return prefix + name, "FIELD_TOO_LONG"
+                if "\x00" in item:
+                    return prefix + name, "FIELD_CONTAINS_NUL"
         elif repeated:
             for item in value:
-                if (found := too_long_field(item, limit, sub, f"{prefix}{name}.")) is not None:
+                if (found := invalid_string_field(item, limit, sub, f"{prefix}{name}.")) is not None:
                     return found
-        elif message.HasField(name) and (found := too_long_field(value, limit, sub, f"{prefix}{name}.")):
+        elif message.HasField(name) and (found := invalid_string_field(value, limit, sub, f"{prefix}{name}.")):
             return found
     return None
+
+
+def too_long_field(message: Any, limit: int) -> str | None:
+    """The path of the first string field in `message` longer than `limit` characters, else None."""
+    found = invalid_string_field(message, limit)
+    return found[0] if found is not None and found[1] == "FIELD_TOO_LONG" else None
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -222,11 +247,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument("MALFORMED_REQUEST",
                                           f"the request is not a valid {grpc_method} request message "
                                           f"({request.error}), e.g. a string field that is not UTF-8")
-                if (max_length and isinstance(request, pb_message.Message)
-                        and (field := too_long_field(request, max_length)) is not None):
-                    raise InvalidArgument("FIELD_TOO_LONG",
-                                          f"{field} is longer than {max_length} characters", field=field,
-                                          max_length=max_length)
+                if (isinstance(request, pb_message.Message)
+                        and (found := invalid_string_field(request, max_length or sys.maxsize)) is not None):
+                    field, reason = found
+                    if reason == "FIELD_TOO_LONG":
+                        raise InvalidArgument(reason, f"{field} is longer than {max_length} characters",
+                                              field=field, max_length=max_length)
+                    raise InvalidArgument(reason, f"{field} contains a NUL character", field=field)
                 try:
                     response = await inner(request, context)
                 except NotImplementedError:
@@ -272,6 +299,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+def header_safe(value: str) -> str:
+    """`value` as a legal gRPC metadata value (printable ASCII): percent-encoded when it is not, so that a
+    caller's request_id with a newline or non-ASCII characters still correlates instead of failing the call."""
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe="")
+
+
 def outgoing_call(details: Any, token_source: Callable[[], str], default_timeout: float
                   ) -> tuple[tuple[str, str, str], list[tuple[str, str]], float]:
     """What every outgoing call carries: its metric labels, metadata with the caller's token and the request id,
@@ -281,7 +316,7 @@ def outgoing_call(details: Any, token_source: Callable[[], str], default_timeout
     md = list(details.metadata or [])
     md.append(("authorization", f"Bearer {token_source()}"))
     if rid := request_id_var.get():
-        md.append(("x-request-id", rid))
+        md.append(("x-request-id", header_safe(rid)))
     timeout = details.timeout or default_timeout
     if (deadline := deadline_var.get()) is not None:
         timeout = max(0.0, min(timeout, deadline - time.monotonic()))

@@ -226,7 +226,11 @@ def decode_payload(
     if cls is None:
         raise UndecodableEvent(f"event {event.event_id}: unknown payload type {type_name!r}")
     message = cls()
-    if not event.payload.Unpack(message):
+    try:
+        unpacked = event.payload.Unpack(message)
+    except pb_message.DecodeError as exc:
+        unpacked, type_name = False, f"{type_name} ({exc})"
+    if not unpacked:
         raise UndecodableEvent(f"event {event.event_id}: payload is not a {type_name}")
     return message
 

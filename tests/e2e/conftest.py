@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import ROOT
+from tests.support import container_stack
 
 
 def free_port() -> int:
@@ -115,8 +116,12 @@ def launch(tmp_path_factory, create_database, kafka_bootstrap, secret_file) -> I
 
 
 @pytest.fixture(scope="session")
-def suite(launch) -> dict[str, ServiceProcess]:
-    """The three services, wired to each other, on fresh databases."""
+def suite(request: pytest.FixtureRequest) -> dict[str, ServiceProcess]:
+    """The three services, wired to each other, on fresh databases; under `make test-containers`
+    (ADSMON_TEST_STACK set) the containers' services instead, reached over the network."""
+    if container_stack.description() is not None:
+        return container_stack.services()  # type: ignore[return-value]  # same attributes the tests read
+    launch = request.getfixturevalue("launch")
     connects = launch("connects")
     billing = launch("billing", ADSMON_BILLING_CONNECTS_TARGET=connects.target)
     ads = launch("ads", ADSMON_ADS_CONNECTS_TARGET=connects.target)

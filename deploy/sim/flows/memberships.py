@@ -6,7 +6,7 @@ from adsmon.billing.v1 import billing_pb2 as pb
 from adsmon.billing.v1 import billing_pb2_grpc
 
 from deploy.sim.core import Sim
-from deploy.sim.flows.purchases import PAYMENT_METHODS
+from deploy.sim.flows.purchases import payment_method
 
 
 class Memberships:
@@ -22,7 +22,7 @@ class Memberships:
             return
         start = pb.StartMembershipRequest(request_id=sim.id("join"), account_id=account,
                                           plan=sim.rng.choice((pb.PLAN_BASIC, pb.PLAN_FREELANCER_PLUS)),
-                                          payment_method=PAYMENT_METHODS[0][0])
+                                          payment_method=payment_method(sim))
         reply = sim.call("billing", stub, "StartMembership", start, moves=lambda r: r.granted_connects)
         if reply is not None:
             sim.world.members.add(account)

@@ -1,7 +1,10 @@
 """Freelancers buy Connects: billing.PurchaseConnects (a bundle or a custom quantity, a sandbox card).
 
-Bundles come from billing's own ListBundles (asked once). Most cards succeed; a few are the sandbox
-provider's test cards that decline, fail once, or lose the answer (services/billing/adapters/sandbox_provider.py).
+Bundles come from billing's own ListBundles (asked once). Cards are the sandbox provider's test cards
+(services/billing/adapters/sandbox_provider.py): most are captured at once, some later (a webhook), a few
+decline or are disputed after capture (a chargeback). Not drawn: pm_card_transient and pm_card_timeout, whose
+provider failure billing answers UNAVAILABLE: a server-side code the availability SLO counts, so a demo using
+them would page (tests/e2e cover those paths).
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from adsmon.billing.v1 import billing_pb2_grpc
 
 from deploy.sim.core import Sim
 
-PAYMENT_METHODS = (("pm_card_visa", 16), ("pm_card_declined", 1), ("pm_card_transient", 1), ("pm_card_timeout", 1))
+PAYMENT_METHODS = (("pm_card_visa", 15), ("pm_card_async", 2), ("pm_card_declined", 1),
+                   ("pm_card_insufficient_funds", 1), ("pm_card_dispute", 1))
+
+
+def payment_method(sim: Sim) -> str:
+    """A sandbox test card, drawn with PAYMENT_METHODS' weights."""
+    return sim.rng.choices([m for m, _ in PAYMENT_METHODS], [w for _, w in PAYMENT_METHODS])[0]
 
 
 class Purchases:
-    name, service, weight = "purchases", "billing", 1.0
+    name, service, weight = "purchases", "billing", 2.0
 
     def __init__(self) -> None:
         self.bundles: list[str] | None = None
@@ -26,9 +35,8 @@ class Purchases:
                              pb.ListBundlesRequest(account_type=pb.ACCOUNT_TYPE_FREELANCER))
             self.bundles = [b.bundle_id for b in reply.bundles] if reply is not None else []
             return
-        methods, weights = [m for m, _ in PAYMENT_METHODS], [w for _, w in PAYMENT_METHODS]
         request = pb.PurchaseConnectsRequest(request_id=sim.id("buy"), account_id=sim.rng.choice(sim.world.freelancers),
-                                             payment_method=sim.rng.choices(methods, weights)[0],
+                                             payment_method=payment_method(sim),
                                              account_type=pb.ACCOUNT_TYPE_FREELANCER)
         if self.bundles and sim.rng.random() < 0.8:
             request.bundle_id = sim.rng.choice(self.bundles)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +12,7 @@ from adsmon.events.v1.event_pb2 import Event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from services.ads.adapters.searches import SqlSearchCountRepository
 from services.ads.adapters.tables import auctions, badge_charges, badge_prices, badges, bids, requests, steps
 from services.ads.domain.auction import (
     Auction,
@@ -43,10 +44,14 @@ def _at(value: datetime | None) -> datetime:
 
 
 def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-    """INSERT unless the key exists (no savepoint round trips); False if it existed."""
+    """INSERT unless the key exists (no savepoint round trips); False if it existed.
+
+    `preserve_rowcount`: SQLAlchemy closes an INSERT's cursor at once, and psycopg's rowcount then reads -1
+    (true), which made every insert look new on PostgreSQL."""
     dialect = postgresql if is_postgres(conn) else sqlite
-    result = conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)
+    result = conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(),
+                          execution_options={"preserve_rowcount": True})
+    return result.rowcount == 1
 
 
 def _bid_row(bid: Bid) -> dict[str, Any]:
@@ -57,7 +62,10 @@ def _bid_row(bid: Bid) -> dict[str, Any]:
             "views": bid.views, "updated_at": bid.updated_at or bid.placed_at, "request_id": bid.request_id}
 
 
-def _bid(row: RowMapping) -> Bid:
+_BID_COLUMNS = [c.label(f"b_{c.name}") for c in bids.c]  # bids' columns beside auctions' in one joined row
+
+
+def _bid(row: Mapping[Any, Any]) -> Bid:
     return Bid(bid_id=row["bid_id"], job_id=row["job_id"], proposal_id=row["proposal_id"],
                freelancer_id=row["freelancer_id"], amount=row["amount"], placed_at=_at(row["placed_at"]),
                seq=row["seq"], state=BidState(row["state"]), hold_id=row["hold_id"],
@@ -79,12 +87,25 @@ class SqlAuctionRepository(ports.AuctionRepository):
         self._rows: dict[str, dict[str, Any]] = {}  # job -> auction row as loaded (unchanged rows are not written)
 
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None:
-        query = sa.select(auctions).where(auctions.c.job_id == job_id)
-        row = self.conn.execute(query.with_for_update() if lock else query).mappings().first()
-        if row is None:
-            return None
-        bid_rows = self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings().all()
-        loaded = [_bid(r) for r in bid_rows]
+        """The auction and its bids. Locked: the auction row first (FOR UPDATE), then the bids in a second
+        statement, whose snapshot is taken after the lock is granted. (One joined statement would hand back
+        the bids of the snapshot it started with: a transaction that waited for the lock would then miss or
+        overwrite what the lock holder committed, as READ COMMITTED re-checks only the locked row.)
+        Unlocked reads are one joined statement."""
+        if lock:
+            row = self.conn.execute(sa.select(auctions).where(auctions.c.job_id == job_id)
+                                    .with_for_update()).mappings().first()
+            if row is None:
+                return None
+            loaded = [_bid(r) for r in self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings()]
+        else:
+            joined = auctions.outerjoin(bids, bids.c.job_id == auctions.c.job_id)
+            query = sa.select(auctions, *_BID_COLUMNS).select_from(joined).where(auctions.c.job_id == job_id)
+            rows = self.conn.execute(query).mappings().all()
+            if not rows:
+                return None
+            row = rows[0]
+            loaded = [_bid({c.name: r[f"b_{c.name}"] for c in bids.c}) for r in rows if r["b_bid_id"] is not None]
         self._loaded[job_id] = {b.bid_id: _bid_row(b) for b in loaded}
         auction = Auction(job_id=row["job_id"], placebo=row["placebo"], opened_at=_at(row["opened_at"]),
                        closes_at=_at(row["closes_at"]), status=AuctionStatus(row["status"]),
@@ -206,6 +227,15 @@ class SqlRequestRepository(ports.RequestRepository):
                 "request_id": request_id, "method": method, "fingerprint": fingerprint,
                 "status": "DONE" if answer is not None else "PENDING", "answer": answer, "created_at": now}):
             raise ports.RequestInProgress(request_id)
+
+    def claim(self, request_id: str, method: str, fingerprint: str, now: datetime) -> ports.StoredRequest | None:
+        if insert_new(self.conn, requests, {"request_id": request_id, "method": method, "fingerprint": fingerprint,
+                                            "status": "PENDING", "answer": None, "created_at": now}):
+            return None
+        stored = self.get(request_id)
+        if stored is None:  # recorded and forgotten (a refused attempt) between the two statements
+            raise ports.RequestInProgress(request_id)
+        return stored
 
     def complete(self, request_id: str, answer: str) -> None:
         self.conn.execute(requests.update().where(requests.c.request_id == request_id)
@@ -339,6 +369,7 @@ def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
     uow.badges = SqlBadgeRepository(conn)
     uow.charges = SqlChargeRepository(conn)
     uow.prices = SqlPriceRepository(conn)
+    uow.search_counts = SqlSearchCountRepository(conn)
 
 
 class SqlAlchemyAdsUnitOfWork(SqlAlchemyUnitOfWork, ports.AdsUnitOfWork):

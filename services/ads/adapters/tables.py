@@ -131,3 +131,14 @@ badge_prices = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
+
+# Talent searches per category and UTC hour (GetPlacements calls), summed over every replica: the demand
+# input of the badge's weekly price. Each replica counts in memory and adds its counts here in one upsert
+# every few seconds (adapters/searches.py), so serving writes nothing per request.
+search_counts = sa.Table(
+    "ads_search_counts", metadata,
+    sa.Column("category", ID, primary_key=True),
+    sa.Column("hour", TS, primary_key=True),
+    sa.Column("searches", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("searches >= 0", name="ck_ads_search_counts_searches"),
+)

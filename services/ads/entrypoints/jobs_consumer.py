@@ -9,7 +9,7 @@ connects side of a cancellation (returning captured boosts and proposal spends) 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from adsmon.marketplace.v1 import jobs_pb2
 from sqlalchemy.engine import Connection
@@ -19,6 +19,7 @@ from services.ads.domain.auction import CloseReason, Interaction
 from services.ads.service_layer import auctions
 from services.ads.service_layer.metrics import Metrics
 from services.kit.kafka import Event
+from services.kit.prototime import optional_datetime
 
 GROUP_ID = "ads-auctions"
 
@@ -39,7 +40,7 @@ def make_handler(clock: Callable[[], datetime], settings: auctions.AuctionSettin
             posted = jobs_pb2.JobPosted()
             event.payload.Unpack(posted)
             if posted.job_id:
-                at = posted.posted_at.ToDatetime(UTC) if posted.HasField("posted_at") else now
+                at = optional_datetime(posted, "posted_at") or now
                 auctions.open_auction(uow, posted.job_id, at, now, settings, metrics, event.event_id)
         elif kind in _CLOSES:
             cls, reason = _CLOSES[kind]

@@ -27,6 +27,7 @@ from services.ads.domain.promoted import ChangeCampaignState, CreateCampaign, In
 from services.ads.entrypoints.promoted_workers import IndexSync, PendingClickResumer
 from services.ads.promoted_config import PromotedSettings
 from services.ads.service_layer import promoted as uc
+from services.ads.service_layer.unit_of_work import SearchRecorder
 from services.connects.client import AbstractConnectsClient
 from services.kit.server import Component
 
@@ -57,8 +58,9 @@ class PromotedServicer:
     def __init__(self, *, uow_factory: Callable[[], uc.PromotedUnitOfWork], index: uc.PlacementIndex,
                  charger: uc.ClickCharger, signer: TokenSigner, events: uc.PromotedEvents,
                  metrics: uc.PromotedMetricsPort, rules: uc.Rules, clock: Callable[[], datetime],
-                 executor: ThreadPoolExecutor) -> None:
+                 executor: ThreadPoolExecutor, searches: SearchRecorder | None = None) -> None:
         self.uow_factory = uow_factory
+        self.searches = searches
         self.index = index
         self.charger = charger
         self.signer = signer
@@ -111,7 +113,7 @@ class PromotedServicer:
     async def GetPlacements(self, request: ads_pb2.GetPlacementsRequest, context: Any
                             ) -> ads_pb2.GetPlacementsResponse:
         served = uc.get_placements(self.index, self.signer, self.metrics, request.category, request.viewer_id,
-                                   request.slots, self.clock())
+                                   request.slots, self.clock(), self.searches)
         return ads_pb2.GetPlacementsResponse(placements=[ads_pb2.Placement(
             placement_token=s.token, campaign_id=s.winner.campaign.campaign_id,
             freelancer_id=s.winner.campaign.freelancer_id, position=s.winner.position,
@@ -130,10 +132,11 @@ def utc_now() -> datetime:
 def build_promoted(settings: PromotedSettings, engine: Engine, *, connects: AbstractConnectsClient,
                    clock: Callable[[], datetime] = utc_now, after_commit: Callable[[], Any] | None = None,
                    executor: ThreadPoolExecutor | None = None, workers: int = 8,
-                   ) -> tuple[PromotedServicer, list[Component]]:
+                   searches: SearchRecorder | None = None) -> tuple[PromotedServicer, list[Component]]:
     """Wire promoted profiles over `engine` (migrated by ads' Alembic MIGRATIONS: outbox and promoted tables):
     the index is loaded before this returns; the components (index sync, pending-click resumer) are for the
-    App to start and stop. `after_commit` is the outbox relay's wake."""
+    App to start and stop. `after_commit` is the outbox relay's wake; `searches` counts each GetPlacements
+    (the badge price's demand)."""
     metrics = PromotedMetrics()
     events = ProtoPromotedEvents()
     rules = uc.Rules(reserve=settings.reserve_connects, default_quality_bps=settings.default_quality_bps,
@@ -153,5 +156,6 @@ def build_promoted(settings: PromotedSettings, engine: Engine, *, connects: Abst
                                   older_than=timedelta(seconds=settings.pending_click_after_seconds))
     servicer = PromotedServicer(uow_factory=uow_factory, index=index, charger=charger, signer=signer, events=events,
                                 metrics=metrics, rules=rules, clock=clock,
-                                executor=executor or ThreadPoolExecutor(workers, thread_name_prefix="promoted"))
+                                executor=executor or ThreadPoolExecutor(workers, thread_name_prefix="promoted"),
+                                searches=searches)
     return servicer, [sync, resumer]

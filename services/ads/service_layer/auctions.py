@@ -64,7 +64,10 @@ def publish_facts(uow: AdsUnitOfWork, facts: list[Fact], now: datetime, causatio
 
 def stored_request(uow: AdsUnitOfWork, request_id: str, fp: str) -> StoredRequest | None:
     """The request as first recorded, if this request_id was seen; REQUEST_ID_REUSED if the request differs."""
-    stored = uow.requests.get(request_id)
+    return _same_request(uow.requests.get(request_id), request_id, fp)
+
+
+def _same_request(stored: StoredRequest | None, request_id: str, fp: str) -> StoredRequest | None:
     if stored is not None and stored.fingerprint != fp:
         raise AlreadyExists("REQUEST_ID_REUSED", f"request_id {request_id} was used for a different request",
                             field="request_id")
@@ -146,10 +149,11 @@ class PendingBid:
 def _begin_bid(uow_factory: UowFactory, cmd: PlaceBid, fp: str, now: datetime, settings: AuctionSettings,
                metrics: Metrics) -> views.PlaceBidResult | PendingBid | None:
     with uow_factory() as uow:
-        answer = _replay(uow, cmd.request_id, fp)
-        if answer:
-            return views.PlaceBidResult.from_json(answer)
-        if answer == "":
+        # One statement records a new request (PENDING) or finds the first one: no read before the write.
+        stored = _same_request(uow.requests.claim(cmd.request_id, "PlaceBid", fp, now), cmd.request_id, fp)
+        if stored is not None:
+            if stored.done and stored.answer:
+                return views.PlaceBidResult.from_json(stored.answer)
             return None  # waiting for the ledger: resume it
         auction = uow.auctions.get(cmd.job_id)
         created = auction is None
@@ -171,7 +175,8 @@ def _begin_bid(uow_factory: UowFactory, cmd: PlaceBid, fp: str, now: datetime, s
             uow.auctions.add(auction)
         else:
             uow.auctions.save(auction)
-        uow.requests.add(cmd.request_id, "PlaceBid", fp, now, result.to_json() if result else None)
+        if result is not None:
+            uow.requests.complete(cmd.request_id, result.to_json())
         publish_facts(uow, auction.facts, now, cmd.request_id)
         uow.commit()
     if result is not None:

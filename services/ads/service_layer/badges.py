@@ -45,7 +45,7 @@ def current_price(uow: AdsUnitOfWork, category: str, pricing: Pricing, searches:
     if stored is not None:
         return stored
     active = uow.badges.active_counts().get(category, 0)
-    return pricing.weekly_price(active, searches.searches(category, now - WEEK, now))
+    return pricing.weekly_price(active, searches.searches(uow, category, now - WEEK, now))
 
 
 def _validate(freelancer_id: str, request_id: str | None = None) -> None:
@@ -204,7 +204,7 @@ def reprice(uow_factory: UowFactory, now: datetime, pricing: Pricing, searches: 
         counts = uow.badges.active_counts()
         prices = uow.prices.all()
         for category in sorted(set(counts) | set(prices)):
-            price = pricing.weekly_price(counts.get(category, 0), searches.searches(category, now - WEEK, now))
+            price = pricing.weekly_price(counts.get(category, 0), searches.searches(uow, category, now - WEEK, now))
             previous = prices.get(category)
             if price == previous or not uow.prices.put(category, price, now, previous=previous):
                 continue

@@ -37,6 +37,7 @@ from services.ads.domain.promoted import (
     record_click_fingerprint,
     validate_placement_request,
 )
+from services.ads.service_layer.unit_of_work import SearchRecorder
 from services.connects.client import AbstractConnectsClient
 from services.kit import errors
 from services.kit.uow import AbstractUnitOfWork
@@ -259,9 +260,12 @@ def list_campaigns(uow: PromotedUnitOfWork, freelancer_id: str, page_size: int,
 # -- placements ----------------------------------------------------------------------------------------
 
 def get_placements(index: PlacementIndex, signer: TokenSigner, metrics: PromotedMetricsPort, category: str,
-                   viewer_id: str, slots: int, now: datetime) -> list[Served]:
-    """Choose, price and sign the placements for one search. Memory only: nothing is written anywhere."""
+                   viewer_id: str, slots: int, now: datetime, searches: SearchRecorder | None = None) -> list[Served]:
+    """Choose, price and sign the placements for one search, and count the search in its category (the
+    badge price's demand). Memory only: nothing is written anywhere."""
     validate_placement_request(category, viewer_id, slots)
+    if searches is not None:
+        searches.record(category, now)
     winners = index.choose(category, viewer_id, slots, now)
     metrics.placements(slots, winners)
     return [Served(w, signer.sign(w, viewer_id, now)[1]) for w in winners]

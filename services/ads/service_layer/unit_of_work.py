@@ -105,6 +105,11 @@ class RequestRepository(abc.ABC):
         """Record a request: DONE with `answer`, or PENDING (waiting for the ledger) without one."""
 
     @abc.abstractmethod
+    def claim(self, request_id: str, method: str, fingerprint: str, now: datetime) -> StoredRequest | None:
+        """Record a new request as PENDING in one statement and return None; a request_id already recorded
+        (committed, or committed meanwhile by a concurrent first attempt) is left as it is and returned."""
+
+    @abc.abstractmethod
     def complete(self, request_id: str, answer: str) -> None: ...
 
     @abc.abstractmethod
@@ -163,6 +168,12 @@ class PriceRepository(abc.ABC):
         """Set the price if it still is `previous` (None: not set yet); False if another replica moved it."""
 
 
+class SearchCountRepository(abc.ABC):
+    @abc.abstractmethod
+    def between(self, category: str, since: datetime, until: datetime) -> int:
+        """Searches in `category` in the UTC hours that start in [since, until), every replica's flushed counts."""
+
+
 class AdsUnitOfWork(AbstractUnitOfWork):
     auctions: AuctionRepository
     steps: StepRepository
@@ -170,17 +181,34 @@ class AdsUnitOfWork(AbstractUnitOfWork):
     badges: BadgeRepository
     charges: ChargeRepository
     prices: PriceRepository
+    search_counts: SearchCountRepository
 
 
 class SearchCounter(abc.ABC):
-    """Talent searches per category (GetPlacements calls), for the badge price."""
+    """Talent searches per category (GetPlacements calls), for the badge price; read inside the pricing
+    unit of work."""
 
     @abc.abstractmethod
-    def searches(self, category: str, since: datetime, until: datetime) -> int: ...
+    def searches(self, uow: AdsUnitOfWork, category: str, since: datetime, until: datetime) -> int: ...
+
+
+class StoredSearches(SearchCounter):
+    """The default: the searches every replica counted and flushed to the database (adapters/searches.py),
+    so each replica prices a category from the same numbers."""
+
+    def searches(self, uow: AdsUnitOfWork, category: str, since: datetime, until: datetime) -> int:
+        return uow.search_counts.between(category, since, until)
+
+
+class SearchRecorder(abc.ABC):
+    """Where serving counts one talent search (a GetPlacements call) in a category; memory only."""
+
+    @abc.abstractmethod
+    def record(self, category: str, at: datetime) -> None: ...
 
 
 class NoSearches(SearchCounter):
-    """The default until promoted profiles count their searches: demand from badges alone."""
+    """No demand from searches (tests of the badge alone); ads counts GetPlacements (adapters/searches.py)."""
 
-    def searches(self, category: str, since: datetime, until: datetime) -> int:
+    def searches(self, uow: AdsUnitOfWork, category: str, since: datetime, until: datetime) -> int:
         return 0

@@ -22,6 +22,11 @@ webhook_events_total = Counter("billing_provider_webhook_events_total",
                                "Payment provider webhook events by type and outcome (applied, ignored, duplicate, "
                                "unmatched).", ["type", "outcome"])
 
+# Every renewal outcome's series from the start: a membership renews monthly, so without these the renewals
+# panel (and any rate() over it) would have no series until a month after the first start.
+for _outcome in ("renewed", "basic_granted", "payment_retry", "lapsed", "start_declined", "error"):
+    renewals_total.labels(_outcome)
+
 
 class PrometheusMetrics:
     """Implements service_layer.context.Metrics."""

@@ -66,6 +66,12 @@ class MembershipAlreadyActive(FailedPrecondition):
                          account_id=account_id, plan=plan)
 
 
+class MembershipPending(FailedPrecondition):
+    def __init__(self, account_id: str) -> None:
+        super().__init__("MEMBERSHIP_PENDING", "the membership's first fee is still being processed by the payment "
+                         "provider; cancel it once it is active", account_id=account_id)
+
+
 class MembershipNotFound(NotFound):
     def __init__(self, account_id: str) -> None:
         super().__init__("MEMBERSHIP_NOT_FOUND", "the account has no paid membership", account_id=account_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from adsmon.billing.v1 import billing_pb2
@@ -20,16 +20,14 @@ from services.billing.service_layer import reports
 from services.billing.service_layer.ports import PurchaseLookup
 from services.billing.service_layer.reconcile import Reconciler
 from services.kit.errors import require
+from services.kit.prototime import optional_datetime
 
 T = TypeVar("T")
 MAX_REQUEST_ID = 128
 
 
 def _time(msg: Any, name: str) -> datetime | None:
-    if not msg.HasField(name):
-        return None
-    value: timestamp_pb2.Timestamp = getattr(msg, name)
-    return value.ToDatetime(tzinfo=UTC)
+    return optional_datetime(msg, name)
 
 
 def _ts(value: datetime) -> timestamp_pb2.Timestamp:

@@ -76,7 +76,12 @@ def cancel_membership(ctx: Context, cmd: commands.CancelMembership) -> Membershi
                 raise errors.RequestIdReused(cmd.request_id)
             return uow.memberships.get(cmd.account_id)
         current = uow.memberships.get(cmd.account_id, lock=True)
-        cancelled = membership.cancel(current, account_id=cmd.account_id, now=now)
+        try:
+            cancelled = membership.cancel(current, account_id=cmd.account_id, now=now)
+        except errors.MembershipNotFound:
+            if any(g.request_id and g.needs_payment for g in uow.cycles.for_account(cmd.account_id)):
+                raise errors.MembershipPending(cmd.account_id) from None  # StartMembership answered; fee in flight
+            raise
         uow.requests.add(cmd.request_id, cmd.method, cmd.fingerprint(), cmd.account_id, {}, now)
         if cancelled != current:
             uow.memberships.save(cancelled, now)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -92,7 +92,7 @@ class Reconciler:
             billing_unspent = repo.deferred(cut)[0]
         payments = self.provider.captured_payments(BEGINNING, cut)
         reversals = self.provider.reversals(BEGINNING, cut)
-        purchases += self._uncredited(purchases, [p.purchase_id for p in payments])
+        purchases += self._uncredited(purchases, [p.purchase_id for p in payments], cut)
         totals = self.connects.ledger_totals(BEGINNING, cut)
         mismatches = rec.compare_purchases(
             [rec.Purchase(p.purchase_id, p.account_id, p.connects, p.amount_cents, p.state) for p in purchases],
@@ -113,11 +113,14 @@ class Reconciler:
         response.checked_at.FromDatetime(now)
         return response, mismatches
 
-    def _uncredited(self, credited: list[PurchaseRecord], paid_ids: list[str]) -> list[PurchaseRecord]:
-        """Billing's record of purchases the provider was paid for but billing never credited (if any)."""
+    def _uncredited(self, credited: list[PurchaseRecord], paid_ids: list[str], cut: datetime) -> list[PurchaseRecord]:
+        """Billing's record of purchases the provider was paid for but billing never credited (if any). One
+        credited after the cut was in flight at the cut (paid just before it, credited just after): PENDING
+        as of the cut, so not a difference this run (the next run compares it)."""
         known = {p.purchase_id for p in credited}
         found = (self.purchases.by_id(pid) for pid in sorted(set(paid_ids) - known))
-        return [p for p in found if p is not None]
+        return [replace(p, state=rec.PENDING) if p.state in rec.CREDITED and p.finished_at and p.finished_at >= cut
+                else p for p in found if p is not None]
 
     # -- storage, events, metrics ------------------------------------------------------------
 

@@ -33,10 +33,14 @@ FROM_SPEND_REASON = {v: k for k, v in SPEND_REASON.items()}
 FROM_RETURN_REASON = {v: k for k, v in RETURN_REASON.items()}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
+    """`value` (naive: UTC) as a Timestamp, by integer arithmetic: Timestamp.FromDatetime goes through
+    utctimetuple() and calendar.timegm, a few microseconds each on every Spend's answer and event."""
+    delta = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def movement_pb(m: LotMovement) -> pb.LotMovement:

@@ -119,13 +119,27 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         self._pg = is_postgres(self.conn)
         self._insert = postgresql.insert if self._pg else sqlite.insert
         self._closed = False
+        # PostgreSQL, own transaction: `save` keeps the batch's one write statement here and `commit` sends it
+        # with the COMMIT in one round trip.
+        self._deferred: tuple[list[bulk.Write], bulk.Write, list[StoredRequest]] | None = None
+        self._expected: list[str] = []  # expect_wallets: locked and loaded with find_requests' read
+        self._prefetched: tuple[set[str], dict[str, int], list[Any]] | None = None
+
+    def expect_wallets(self, account_ids: Collection[str]) -> None:
+        if self._pg:
+            self._expected = sorted(account_ids)
 
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]:
         ids = list(request_ids)
         if self._pg:  # usually the batch's first statement: its BEGIN travels with it
+            expected, self._expected = self._expected, []
             with bulk.pg_pipeline(self.conn) as p:
                 cur = p.query(f"SELECT request_id, method, fingerprint, response FROM {requests.name} "
                               "WHERE request_id = ANY(%s)", (ids,))
+                if expected:
+                    locked, live = self._queue_lock(p, expected)
+            if expected:
+                self._prefetched = (set(expected), {r.account_id: r.sequence for r in locked}, list(live))
             return {r.request_id: StoredRequest(r.request_id, r.method, r.fingerprint, bytes(r.response))
                     for r in cur}
         rows = self.conn.execute(sa.select(requests.c.request_id, requests.c.method, requests.c.fingerprint,
@@ -154,15 +168,17 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
         ids = sorted(account_ids)
         hold_list = list(hold_ids)
         if self._pg:
-            # The lock, then (once it is granted: the server runs them in order, each with its own snapshot)
-            # the lots and holds it protects, in one round trip.
-            with bulk.pg_pipeline(self.conn) as p:
-                locked = p.query("SELECT account_id, sequence FROM wallets WHERE account_id = ANY(%s) "
-                                 "ORDER BY account_id FOR UPDATE", (ids,))
-                live = p.query("SELECT * FROM lots WHERE account_id = ANY(%s) AND (remaining > 0 OR held > 0)",
-                               (ids,))
-                held = p.query("SELECT * FROM holds WHERE hold_id = ANY(%s)", (hold_list,)) if hold_list else None
-            found = {r.account_id: r.sequence for r in locked}
+            # The lock, then the lots and holds it protects, in one round trip (or none: expect_wallets).
+            prefetched, self._prefetched = self._prefetched, None
+            live: Iterable[Any]
+            if prefetched is not None and not hold_list and prefetched[0].issuperset(ids):
+                _, found, live = prefetched  # locked with find_requests (expect_wallets)
+                held = None
+            else:
+                with bulk.pg_pipeline(self.conn) as p:
+                    locked, live = self._queue_lock(p, ids)
+                    held = p.query("SELECT * FROM holds WHERE hold_id = ANY(%s)", (hold_list,)) if hold_list else None
+                found = {r.account_id: r.sequence for r in locked}
             if not [a for a in ids if a not in found and a not in must_exist]:
                 ids = [a for a in ids if a in found]
                 return self._restore(ids, found, live, held or ())
@@ -180,6 +196,14 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
                                                        sa.or_(lots.c.remaining > 0, lots.c.held > 0)))
         held = self.conn.execute(sa.select(holds).where(holds.c.hold_id.in_(hold_list))) if hold_list else ()
         return self._restore(ids, found, live, held)
+
+    @staticmethod
+    def _queue_lock(p: bulk.Pipeline, ids: list[str]) -> tuple[Any, Any]:
+        """Queue the lock of the wallets `ids` (sorted), then (once granted: the server runs them in order, each
+        with its own snapshot) the read of the live lots it protects."""
+        return (p.query("SELECT account_id, sequence FROM wallets WHERE account_id = ANY(%s) "
+                        "ORDER BY account_id FOR UPDATE", (ids,)),
+                p.query("SELECT * FROM lots WHERE account_id = ANY(%s) AND (remaining > 0 OR held > 0)", (ids,)))
 
     @staticmethod
     def _restore(ids: list[str], found: dict[str, int], live: Iterable, held: Iterable) -> dict[str, Wallet]:
@@ -266,24 +290,39 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
     def _pg_write(self, stored: list[StoredRequest], req_rows: list, new_lots: list, lot_updates: list,
                   new_holds: list, hold_updates: list, tx_rows: list, posting_rows: list,
                   move_rows: list, wallet_updates: list, ledger_events: list) -> None:
-        """Every write of the batch in one round trip: one statement per table, requests first. A request id
-        committed meanwhile by another process makes the batch roll back (RequestIdConflict) before its commit."""
+        """Every write of the batch as one statement (data-modifying CTEs, `bulk.combined_sql`) in one round trip.
+        A request id committed meanwhile by another process makes the batch roll back (RequestIdConflict) before
+        its commit."""
+        inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
+                                       move_rows, wallet_updates)
+        writes = [bulk.Write(table, rows) for table, rows in inserts]
+        writes += [bulk.Write(table, rows, key) for table, key, rows in updates]
+        if ledger_events:
+            writes.append(bulk.Write(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events])))
+        if self._owns:
+            self._deferred = (writes, bulk.Write(requests, req_rows), stored)
+            return
         with bulk.pg_pipeline(self.conn) as p:
-            inserted = p.query(bulk.insert_sql(requests, list(req_rows[0]), returning="request_id",
-                                               on_conflict_do_nothing=True),
-                               (bulk.rows_json(req_rows),)) if req_rows else None
-            inserts, updates = _table_rows(new_lots, lot_updates, new_holds, hold_updates, tx_rows, posting_rows,
-                                           move_rows, wallet_updates)
-            for table, rows in inserts:
-                p.insert_rows(table, rows)
-            for table, key, rows in updates:
-                p.update_rows(table, key, rows)
-            if ledger_events:
-                p.insert_rows(outbox.OUTBOX, outbox.outbox_rows([(topics.LEDGER, e) for e in ledger_events]))
+            inserted = p.write_all(writes, bulk.Write(requests, req_rows), "request_id", on_conflict_do_nothing=True)
         if inserted is not None:
             got = {r.request_id for r in inserted}
             if len(got) != len(stored):
                 raise RequestIdConflict({s.request_id for s in stored} - got)
+
+    def _pg_write_and_commit(self, writes: list[bulk.Write], request_rows: bulk.Write,
+                             stored: list[StoredRequest]) -> None:
+        """The batch's write statement and COMMIT in one round trip. The requests go in without ON CONFLICT: a
+        request id committed meanwhile by another process fails the statement (so nothing commits), and that
+        unique violation becomes RequestIdConflict."""
+        try:
+            with bulk.pg_pipeline(self.conn) as p:
+                p.write_all(writes, request_rows)
+                p.commit()
+        except sa.exc.IntegrityError as exc:
+            diag = getattr(exc.orig, "diag", None)
+            if getattr(diag, "table_name", None) == requests.name:
+                raise RequestIdConflict(s.request_id for s in stored) from exc
+            raise
 
     def _write(self, new_lots: list, lot_updates: list, new_holds: list, hold_updates: list,
                tx_rows: list, posting_rows: list, move_rows: list, wallet_updates: list) -> None:
@@ -305,7 +344,10 @@ class SqlAlchemyLedgerUnitOfWork(AbstractLedgerUnitOfWork):
 
     def commit(self) -> None:
         if self._owns and not self._closed:
-            self.conn.commit()
+            if self._deferred is not None:
+                deferred, self._deferred = self._deferred, None
+                self._pg_write_and_commit(*deferred)
+            self.conn.commit()  # after the pipeline's COMMIT psycopg is idle: this only ends SQLAlchemy's transaction
             self._close()
 
     def rollback(self) -> None:

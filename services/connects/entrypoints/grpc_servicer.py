@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import grpc
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.connects.adapters.events import (
     FROM_LOT_SOURCE,
@@ -26,6 +25,7 @@ from services.connects.service_layer.ledger import Ledger
 from services.connects.service_layer.totals import LedgerTotals
 from services.kit.auth import Policy, current_caller
 from services.kit.errors import InvalidArgument
+from services.kit.prototime import optional_datetime
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConnectsService"].full_name
 
@@ -54,18 +54,9 @@ def _ttl(request: pb.HoldRequest) -> timedelta:
     return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
 
 
-# Timestamp's valid range (google/protobuf/timestamp.proto): 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
-
-
 def _time(request: pb.GetLedgerTotalsRequest, field: str) -> datetime | None:
     """The timestamp `field` of the request as an aware datetime; None when unset."""
-    if not request.HasField(field):
-        return None
-    ts: Timestamp = getattr(request, field)
-    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
-        raise InvalidArgument("INVALID_FIELD", f"{field} is not a valid timestamp", field=field)
-    return ts.ToDatetime(tzinfo=UTC)
+    return optional_datetime(request, field)
 
 
 def _totals_pb(t: LedgerTotals) -> pb.GetLedgerTotalsResponse:

@@ -151,6 +151,9 @@ def execute(uow: AbstractLedgerUnitOfWork, batch: Sequence[Envelope], now: datet
             continue
         todo.append((i, env))
     with uow:
+        if todo and all(isinstance(e.command, c.Credit | c.Spend | c.PlaceHold) for _, e in todo):
+            # Their accounts are known before anything is read (no hold or transaction to look up first).
+            uow.expect_wallets({e.command.account_id for _, e in todo})  # type: ignore[union-attr]
         todo = _answer_known_requests(uow, todo, outcomes, metrics)
         hold_ids = {e.command.hold_id for _, e in todo
                     if isinstance(e.command, c.IncreaseHold | c.CaptureHold | c.ReleaseHold | c.ExpireHold)}

@@ -34,8 +34,8 @@ class AbstractLedgerUnitOfWork(abc.ABC):
 
     Implementations must make `lock_wallets` exclusive per account until
     commit/rollback (SELECT ... FOR UPDATE on PostgreSQL) so that several
-    processes stay correct, and `save` must refuse (RequestIdConflict) request
-    ids that another transaction stored first.
+    processes stay correct, and `save` or `commit` must refuse (RequestIdConflict)
+    request ids that another transaction stored first, committing nothing.
     """
 
     def __enter__(self) -> AbstractLedgerUnitOfWork:
@@ -43,6 +43,12 @@ class AbstractLedgerUnitOfWork(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.rollback()
+
+    def expect_wallets(self, account_ids: Collection[str]) -> None:
+        """A hint, before `find_requests`: `lock_wallets` will follow for (a subset of) these accounts and no
+        other, with no holds. An implementation may lock and load them with that first read (one round trip
+        instead of two); the default ignores it."""
+        return None
 
     @abc.abstractmethod
     def find_requests(self, request_ids: Iterable[str]) -> dict[str, StoredRequest]: ...

@@ -27,6 +27,7 @@ from services.connects.domain.model import (
 from services.connects.service_layer import handlers
 from services.connects.service_layer import queries as q
 from services.connects.service_layer.handlers import Envelope
+from services.connects.service_layer.unit_of_work import RequestIdConflict, StoredRequest
 from services.kit.errors import InvalidArgument
 from services.kit.server import running
 from tests.conftest import unique
@@ -88,6 +89,50 @@ def test_concurrent_capture_and_release_of_one_hold_exactly_one_wins(uow_factory
         kinds = conn.execute(sa.text("SELECT kind FROM ledger_transactions WHERE hold_id = :h"),
                              {"h": hold_id}).scalars().all()
     assert sorted(kinds) == sorted(["HOLD", "CAPTURE" if winner % 2 else "RELEASE"]), "the winner's entry only"
+    assert_books_balance(engine)
+
+
+def test_a_request_id_stored_by_another_transaction_meanwhile_fails_the_commit_and_writes_nothing(
+        uow_factory, engine):
+    # The batch read no stored request (another process committed it after that read): its write statement and
+    # COMMIT travel together, so the duplicate must abort both and leave no trace of the batch.
+    acct = unique("acct")
+    fund(uow_factory, acct, 100)
+    spend = c.Spend(unique("r"), acct, 7, SpendReason.PROPOSAL)
+    assert ok(execute_one(uow_factory, spend))
+    uow = SqlAlchemyLedgerUnitOfWork(engine)
+    with pytest.raises(RequestIdConflict), uow:
+        wallet = uow.lock_wallets([acct], [])[acct]
+        wallet.spend(amount=5, reason=SpendReason.PROPOSAL, reference="", now=now())
+        uow.save([wallet], [StoredRequest(spend.request_id, spend.method, spend.fingerprint(), b"{}")], now())
+        uow.commit()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT available FROM wallets WHERE account_id = :a"),
+                            {"a": acct}).scalar_one() == 93
+        assert conn.execute(sa.text("SELECT count(*) FROM ledger_transactions WHERE account_id = :a"),
+                            {"a": acct}).scalar_one() == 2
+    assert ok(execute_one(uow_factory, spend))  # the retry answers from the stored request
+    assert_books_balance(engine)
+
+
+def test_a_batch_locked_with_its_first_read_answers_replays_new_wallets_and_accounts_without_one(
+        uow_factory, engine):
+    # Credits and spends only: their wallets are locked and loaded with the request lookup (expect_wallets).
+    a, b, none = unique("acct"), unique("acct"), unique("acct")
+    fund(uow_factory, a, 100)
+    first = c.Spend(unique("r"), a, 10, SpendReason.PROPOSAL)
+    assert ok(execute_one(uow_factory, first))
+    batch = [first, c.Spend(unique("r"), a, 5, SpendReason.PROPOSAL),
+             c.Credit(unique("r"), b, 20, LotSource.PLAN_GRANT),
+             c.Spend(unique("r"), b, 3, SpendReason.PROPOSAL), c.Spend(unique("r"), none, 1, SpendReason.PROPOSAL)]
+    outs = handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in batch], now())
+    assert [o.replayed for o in outs] == [True, False, False, False, False]
+    assert [o.receipt.transaction.available_after for o in outs[:4]] == [90, 85, 20, 17]
+    assert outs[4].error is not None and outs[4].error.reason == "INSUFFICIENT_CONNECTS"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT account_id, available FROM wallets WHERE account_id IN (:a, :b, :n)"),
+                                 {"a": a, "b": b, "n": none}).all())
+    assert rows == {a: 85, b: 17}
     assert_books_balance(engine)
 
 

@@ -147,11 +147,14 @@ def seed(port: int, secret: bytes, accounts: list[str]) -> None:
     md = [("authorization", f"Bearer {mint_token(secret, 'billing')}")]
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = connects_pb2_grpc.ConnectsServiceStub(ch)
-        futures = [stub.Credit.future(pb.CreditRequest(request_id=f"seed-{a}", account_id=a, amount=SEED_CONNECTS,
-                                                       source=pb.LOT_SOURCE_PURCHASE), metadata=md)
-                   for a in accounts]
-        for f in futures:
-            f.result(timeout=60)
+        # In chunks below the server's in-flight limit (ADSMON_MAX_CONCURRENT_RPCS, 256), which sheds the rest.
+        for start in range(0, len(accounts), 200):
+            futures = [stub.Credit.future(pb.CreditRequest(request_id=f"seed-{a}", account_id=a,
+                                                           amount=SEED_CONNECTS, source=pb.LOT_SOURCE_PURCHASE),
+                                          metadata=md)
+                       for a in accounts[start:start + 200]]
+            for f in futures:
+                f.result(timeout=60)
 
 
 def check_books(db_url: str) -> tuple[bool, str]:

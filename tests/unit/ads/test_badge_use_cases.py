@@ -12,7 +12,7 @@ from services.ads.domain import errors
 from services.ads.domain.badge import Pricing
 from services.ads.service_layer import badges
 from services.ads.service_layer.badges import BadgeSettings
-from services.ads.service_layer.unit_of_work import NoSearches, SearchCounter
+from services.ads.service_layer.unit_of_work import AdsUnitOfWork, NoSearches, SearchCounter
 from services.kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from tests.conftest import unique
 from tests.unit.ads.fakes import Clock, FakeConnects
@@ -24,7 +24,7 @@ class Searches(SearchCounter):
     def __init__(self) -> None:
         self.count = 0
 
-    def searches(self, category: str, since: datetime, until: datetime) -> int:
+    def searches(self, uow: AdsUnitOfWork, category: str, since: datetime, until: datetime) -> int:
         return self.count
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from services.ads.domain.promoted import (
     Campaign,
     CampaignState,
     CreateCampaign,
+    FrequencyCaps,
     PlacementExpired,
     PlacementTokenInvalid,
     Priced,
@@ -218,3 +220,12 @@ def test_each_campaign_has_its_own_cap_and_zero_means_the_default() -> None:
     assert CreateCampaign("r", "f", "python", 5, 50, 7).new_campaign(T0, 10_000, default_cap=3).frequency_cap == 7
     with pytest.raises(InvalidArgument):
         CreateCampaign("r", "f", "python", 5, 50, 1001).validate(reserve=1)
+
+
+def test_frequency_counts_of_many_viewers_add_nothing_for_the_garbage_collector_to_scan() -> None:
+    caps = FrequencyCaps()
+    for v in range(2000):
+        for c in ("a", "b", "c"):
+            assert caps.reserve(f"viewer-{v}", c, 2, T0.date())
+    assert len(caps) == 6000 and caps.seen("viewer-7", "b", T0.date()) == 1
+    assert not gc.is_tracked(caps._counts)  # a dict of str to int: no collector pause grows with the viewers

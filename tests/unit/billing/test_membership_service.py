@@ -9,7 +9,12 @@ from datetime import timedelta
 import pytest
 
 from services.billing.domain import commands
-from services.billing.domain.errors import MembershipAlreadyActive, MembershipNotFound, PaymentDeclined
+from services.billing.domain.errors import (
+    MembershipAlreadyActive,
+    MembershipNotFound,
+    MembershipPending,
+    PaymentDeclined,
+)
 from services.billing.domain.membership import CycleState, GrantKind, MembershipState, Plan
 from services.billing.domain.proration import prorate
 from services.billing.service_layer import memberships as uc
@@ -143,3 +148,13 @@ def test_a_cancelled_membership_stays_until_period_end_then_basic_applies(ctx, e
 def test_cancelling_without_a_paid_membership_is_not_found(ctx):
     with pytest.raises(MembershipNotFound):
         uc.cancel_membership(ctx, commands.CancelMembership(unique("r"), unique("acct")))
+
+
+def test_cancelling_while_the_first_fee_is_still_processing_is_a_rule_refusal_not_not_found(ctx):
+    account = unique("acct")
+    m, grant = start(ctx, account, card="pm_card_async")
+    assert m is None and grant.payment_status == "PROCESSING"  # StartMembership answered, the fee is in flight
+    with pytest.raises(MembershipPending) as refused:
+        uc.cancel_membership(ctx, commands.CancelMembership(unique("r"), account))
+    assert refused.value.reason == "MEMBERSHIP_PENDING"
+    assert uc.get_membership(ctx, account) is None

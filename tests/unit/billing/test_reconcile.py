@@ -136,6 +136,24 @@ def test_facts_younger_than_the_settle_time_are_not_compared_yet(world):
     assert world.kinds() == []
 
 
+def test_a_purchase_paid_before_the_cut_but_credited_after_it_is_in_flight_not_a_missing_credit(world):
+    # An async card: the provider captured it a moment before the run's cut-off, billing credited it (webhook,
+    # then the ledger) a moment after. Seen under load by tests/e2e/test_monitoring_live.py.
+    cut = later(100) - timedelta(seconds=60)
+    world.provider.pay("p3", 150, cut - timedelta(seconds=1))
+    insert_purchase(world.engine, "p3", "a3", 10, 150, at=cut + timedelta(seconds=1))
+    world.feed(world.ledger.credit("a3", 10, lot="lot-p3", purchase_id="p3", at=cut + timedelta(seconds=1)))
+    assert world.kinds() == []
+    world.reconciler.clock = lambda: later(101)  # the next run compares it, and it is clean
+    assert world.kinds() == []
+
+
+def test_a_purchase_paid_before_the_cut_and_never_credited_is_still_a_missing_credit(world):
+    world.provider.pay("p3", 150, later(3))
+    insert_purchase(world.engine, "p3", "a3", 10, 150, state="FAILED", at=later(100))
+    assert world.kinds() == [("MISSING_CREDIT", "p3")]
+
+
 def test_differences_are_recorded_published_and_exported(world):
     insert_purchase(world.engine, "p3", "a3", 10, 150, at=later(3))
     before = count(world.engine, OUTBOX)

@@ -310,3 +310,13 @@ def dashboard_exprs() -> list[str]:
 
 def alert_exprs() -> list[str]:
     return [r["expr"] for r in alert_rules()]
+
+
+def test_the_readme_says_how_to_watch_the_suite_with_one_sentence_per_dashboard():
+    section = (ROOT / "README.md").read_text().split("## Watching the suite", 1)[1].split("\n## ", 1)[0]
+    for command in ("make run", "make demo", "make snapshot"):
+        assert command in section, command
+    bullets = {m.group(1): m.group(2) for m in re.finditer(r"^- \*\*(.+?)\*\* (.+?)(?=^- |\Z)", section, re.M | re.S)}
+    assert set(bullets) == {spec.title for spec in DASHBOARDS.values()}
+    for title, text in bullets.items():
+        assert text.strip().endswith(".") and text.count(". ") == 0, f"{title}: not one sentence"

@@ -8,10 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
+from adsmon.ads.v1 import ads_pb2 as apb
+from adsmon.billing.v1 import billing_pb2 as bpb
 from adsmon.connects.v1 import connects_pb2 as cpb
 
 from deploy.sim.core import ERROR, NOT_BUILT, OK, REFUSED, Sim, progress_line, run
 from deploy.sim.flows import all_flows
+from services.billing.adapters.sandbox_provider import CARDS
 
 SECRET = b"s" * 32
 
@@ -144,3 +147,43 @@ def test_the_run_paces_events_at_the_rate_for_the_duration(rate):
     tally = run(sim, all_flows(), rate=rate, duration=0.5)
     events = tally.total()  # flow steps that made a call or published (a few do nothing)
     assert 0.3 * rate * 0.5 <= events <= 1.6 * rate * 0.5 + 5
+
+
+class Recorder:
+    """A service that answers every call with an empty reply (from `messages`) and records (method, request)."""
+
+    def __init__(self, messages: Any) -> None:
+        self.messages = messages
+        self.calls: list[tuple[str, Any]] = []
+
+    def __call__(self, method: str, request: Any, metadata: Any) -> Any:
+        name = method.rsplit("/", 1)[1]
+        self.calls.append((name, request))
+        return getattr(self.messages, f"{name}Response")()
+
+
+def record_all(seed: int = 2, events: int = 1500) -> tuple[FakeLedger, Recorder, Recorder]:
+    ledger, ads, billing = FakeLedger(), Recorder(apb), Recorder(bpb)
+    channels = {"connects": FakeChannel(ledger), "ads": FakeChannel(ads), "billing": FakeChannel(billing)}
+    sim = Sim(seed=seed, namespace="t", secret=SECRET, channels=channels,  # type: ignore[arg-type]
+              publish=lambda key, payload: None, accounts=20)
+    steps = iter(range(events))
+    run(sim, all_flows(), rate=1e6, duration=None, should_stop=lambda: next(steps, None) is None)
+    return ledger, ads, billing
+
+
+def test_purchases_and_memberships_pay_with_sandbox_test_cards_that_do_not_page():
+    _, _, billing = record_all()
+    cards = Counter(r.payment_method for name, r in billing.calls if name in {"PurchaseConnects", "StartMembership"})
+    assert set(cards) <= set(CARDS), f"not a sandbox card: {set(cards) - set(CARDS)}"
+    assert {CARDS[c] for c in cards} >= {"succeed", "async", "card_declined", "dispute"}
+    assert not {CARDS[c] for c in cards} & {"transient", "timeout"}  # billing answers those UNAVAILABLE
+    assert cards["pm_card_visa"] > sum(cards.values()) / 2
+
+
+def test_badges_start_in_a_category_and_free_connects_are_only_marketplace_bonuses():
+    ledger, ads, _ = record_all()
+    starts = [r for name, r in ads.calls if name == "StartBadge"]
+    assert starts and all(r.category and r.weekly_max_connects > 0 for r in starts)
+    credits = [req for name, req in ledger.calls if name == "Credit"]
+    assert credits and all("source: LOT_SOURCE_BONUS" in req for req in credits)
