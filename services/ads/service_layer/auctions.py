@@ -85,6 +85,8 @@ def _replay(uow: AdsUnitOfWork, request_id: str, fp: str) -> str | None:
 def _require_id(value: str, field: str) -> None:
     require(bool(value), field, "is required")
     require(len(value) <= 128, field, "is longer than 128 characters")
+    # the ledger refuses ids and references with control characters: refuse them before anything is recorded
+    require(value.isprintable(), field, "contains control characters")
 
 
 @dataclass(frozen=True)

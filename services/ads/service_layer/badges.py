@@ -51,8 +51,10 @@ def current_price(uow: AdsUnitOfWork, category: str, pricing: Pricing, searches:
 def _validate(freelancer_id: str, request_id: str | None = None) -> None:
     require(bool(freelancer_id), "freelancer_id", "is required")
     require(len(freelancer_id) <= 128, "freelancer_id", "is longer than 128 characters")
+    require(freelancer_id.isprintable(), "freelancer_id", "contains control characters")
     if request_id is not None:
         require(bool(request_id) and len(request_id) <= 128, "request_id", "is required (at most 128 characters)")
+        require(request_id.isprintable(), "request_id", "contains control characters")
 
 
 def start_badge(uow_factory: UowFactory, connects: AbstractConnectsClient, request_id: str, freelancer_id: str,

@@ -89,6 +89,17 @@ def test_zero_negative_and_absurd_bids_get_clear_errors(uow_factory, ledger, clo
     assert ledger.calls == []
 
 
+def test_a_proposal_id_with_control_characters_is_refused_before_an_auction_opens(uow_factory, ledger,
+                                                                                    clock) -> None:
+    job = organic_job()
+    with pytest.raises(InvalidArgument) as refused:
+        place(uow_factory, ledger, clock, job, "p\x15\r1", 2)
+    assert refused.value.metadata["field"] == "proposal_id"
+    assert ledger.calls == []
+    with pytest.raises(errors.AuctionNotFound):  # found by the fuzzer: the auction used to open, then connects refused
+        auctions.get_auction(uow_factory, job)
+
+
 def test_unknown_jobs_and_closed_auctions_get_clear_errors(uow_factory, ledger, clock) -> None:
     with pytest.raises(errors.AuctionNotFound):
         auctions.get_auction(uow_factory, "never-seen")
