@@ -19,8 +19,8 @@ from adsmon.billing.v1 import billing_pb2 as bpb
 from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.connects.v1 import connects_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.run_suite import grpc_serving
 from services.kit.auth import mint_token
 from tests.conftest import unique
 from tests.e2e.billing_support import BillingClient, purchase_credits
@@ -31,15 +31,6 @@ from tests.support.container_stack import ContainerService
 
 pytestmark = pytest.mark.e2e
 SPENDS = 300
-
-
-def serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as ch:
-        try:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def ts(moment: datetime) -> Timestamp:
@@ -76,7 +67,7 @@ def test_a_sigkilled_connects_container_is_restarted_by_its_policy_and_retried_s
 
     # Nobody restarts it but the engine's restart policy.
     wait_for(lambda: connects.restart_count > restarts, 30, "restarted by the restart policy")
-    wait_for(lambda: serving(connects.target), 60, "SERVING again")
+    wait_for(lambda: grpc_serving(connects.grpc_port), 60, "SERVING again")
     assert connects.pid not in (0, killed.pid)
 
     after = asyncio.run(spend_all(connects.target, token, account, ids))
@@ -110,7 +101,7 @@ def test_a_sigkilled_connects_container_is_restarted_by_its_policy_and_retried_s
 def test_a_purchase_through_the_billing_and_sandbox_containers_credits_its_connects_once(
         stack: dict[str, ContainerService], auth_secret: bytes) -> None:
     billing = stack["billing"]
-    wait_for(lambda: serving(billing.target), 60, "billing SERVING")  # its connects channel reconnects
+    wait_for(lambda: grpc_serving(billing.grpc_port), 60, "billing SERVING")  # its connects channel reconnects
     client = BillingClient(billing.target, auth_secret)
     try:
         account, rid = unique("ct-acct"), unique("r")

@@ -28,7 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import grpc
 import sqlalchemy as sa
 from adsmon.ads.v1 import ads_pb2 as apb
 from adsmon.connects.v1 import connects_pb2 as cpb
@@ -39,7 +38,7 @@ from services.ads.domain.auction import CloseReason
 from services.ads.service_layer.auctions import AuctionSettings, close_auction
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, scratch_db, seed, start_service
+from tests.load.connects.bench_spend import admin_engine, scratch_db, seed, spawn, start_service, wait_serving
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -58,21 +57,9 @@ def start_ads(db_url: str, secret_file: str, connects_target: str, port: int) ->
            "ADSMON_LOG_LEVEL": "WARNING", "ADSMON_ADS_CONSUME_JOBS": "false",
            "ADSMON_ADS_CONNECTS_TARGET": connects_target, "ADSMON_ADS_PLACEBO_SHARE": "0"}
     env.pop("ADSMON_AUTH_SECRET", None)
-    log = open(Path(tempfile.gettempdir()) / "bench_ads.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "services.ads"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ads exited {proc.returncode}; see {log.name}")
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                grpc.channel_ready_future(ch).result(timeout=1)
-            return proc
-        except grpc.FutureTimeoutError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("ads did not start within 60s")
+    proc = spawn("ads", env, "bench_ads.log", append=True)
+    wait_serving(proc, port, "ads", "bench_ads.log")
+    return proc
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import grpc
 import sqlalchemy as sa
 from adsmon.billing.v1 import billing_pb2
 from adsmon.connects.v1 import connects_pb2
@@ -33,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, scratch_db, start_service
+from tests.load.connects.bench_spend import admin_engine, scratch_db, spawn, start_service, wait_serving
 from tests.load.ghz import HEADER, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,21 +55,9 @@ def start_billing(url: str, secret_file: str, connects_port: int) -> tuple[subpr
            "ADSMON_LOG_LEVEL": "WARNING", "ADSMON_BILLING_CONNECTS_TARGET": f"127.0.0.1:{connects_port}",
            "ADSMON_BILLING_DB_POOL_SIZE": str(CONCURRENCY), "ADSMON_BILLING_RESUME_AFTER_SECONDS": "2"}
     env.pop("ADSMON_AUTH_SECRET", None)
-    log = open(Path(tempfile.gettempdir()) / "bench_billing.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "services.billing"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"billing exited {proc.returncode}; see {log.name}")
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                grpc.channel_ready_future(ch).result(timeout=1)
-            return proc, port
-        except grpc.FutureTimeoutError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("billing did not start within 60s")
+    proc = spawn("billing", env, "bench_billing.log")
+    wait_serving(proc, port, "billing", "bench_billing.log")
+    return proc, port
 
 
 def exactly_once(billing_url: str, connects_url: str) -> str:

@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -93,6 +94,32 @@ def pgbench_tps(db: str, clients: int) -> float:
     return float(match.group(1))
 
 
+def spawn(service: str, env: dict[str, str], log_name: str, *args: str, append: bool = False,
+          ) -> subprocess.Popen[bytes]:
+    """`python -m services.<service> [args]` with its output in the temp dir's `log_name`."""
+    log = open(Path(tempfile.gettempdir()) / log_name, "ab" if append else "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], port: int, what: str, log_name: str,
+                 ready: Callable[[], object] = lambda: None, timeout: float = 60) -> None:
+    """Until `proc`'s gRPC port accepts a channel and `ready()` passes; kill it and raise if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}; see {Path(tempfile.gettempdir()) / log_name}")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                grpc.channel_ready_future(ch).result(timeout=1)
+            ready()
+            return
+        except (grpc.FutureTimeoutError, OSError):
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start within {timeout:.0f}s")
+
+
 def start_service(db_url: str, secret_file: str, extra_env: dict[str, str] | None = None,
                   ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, int]:
     port, metrics_port = free_port(), free_port()
@@ -103,31 +130,24 @@ def start_service(db_url: str, secret_file: str, extra_env: dict[str, str] | Non
            # `seed` funds each account once for the whole run, above the default per-command maximum.
            "ADSMON_CONNECTS_MAX_AMOUNT": str(SEED_CONNECTS), **(extra_env or {})}
     env.pop("ADSMON_AUTH_SECRET", None)
-    log = open(Path(tempfile.gettempdir()) / "bench_connects.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "services.connects"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn("connects", env, "bench_connects.log")
     # The outbox relay (Kafka publishing) in its own process, as deployed: it keeps up with the
     # ledger without taking the servers' GIL.
-    relay = subprocess.Popen([sys.executable, "-m", "services.connects", "relay"], cwd=ROOT,
-                             env={**env, "ADSMON_CONNECTS_METRICS_PORT": str(free_port())},
-                             stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"connects exited {proc.returncode}; see {log.name}")
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                grpc.channel_ready_future(ch).result(timeout=1)
-            # Every serving process up (each serves metrics on metrics_port + i once it listens), so that
-            # the load's connections spread over all of them.
-            for i in range(PROCESSES):
-                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + i}/metrics", timeout=1).read()
-            return proc, relay, port, metrics_port
-        except (grpc.FutureTimeoutError, OSError):
-            time.sleep(0.2)
-    proc.kill()
-    relay.kill()
-    raise RuntimeError("connects did not start within 60s")
+    relay = spawn("connects", {**env, "ADSMON_CONNECTS_METRICS_PORT": str(free_port())}, "bench_connects.log",
+                  "relay", append=True)
+
+    def every_process_serves_metrics() -> None:
+        # Every serving process up (each serves metrics on metrics_port + i once it listens), so that
+        # the load's connections spread over all of them.
+        for i in range(PROCESSES):
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + i}/metrics", timeout=1).read()
+
+    try:
+        wait_serving(proc, port, "connects", "bench_connects.log", every_process_serves_metrics)
+    except RuntimeError:
+        relay.kill()
+        raise
+    return proc, relay, port, metrics_port
 
 
 def clean_up(processes: list[subprocess.Popen[bytes] | None], admin: sa.Engine, dbs: list[str],
