@@ -82,7 +82,8 @@ def _replay(uow: AdsUnitOfWork, request_id: str, fp: str) -> str | None:
     return stored.answer if stored.done else ""
 
 
-def _require_id(value: str, field: str) -> None:
+def require_id(value: str, field: str) -> None:
+    """An ads id or request id: present, at most 128 characters, printable (what the ledger accepts)."""
     require(bool(value), field, "is required")
     require(len(value) <= 128, field, "is longer than 128 characters")
     # the ledger refuses ids and references with control characters: refuse them before anything is recorded
@@ -99,7 +100,7 @@ class PlaceBid:
 
     def validate(self) -> None:
         for field in ("request_id", "job_id", "proposal_id", "freelancer_id"):
-            _require_id(getattr(self, field), field)
+            require_id(getattr(self, field), field)
 
 
 def _open_new(job_id: str, opened_at: datetime, settings: AuctionSettings, metrics: Metrics) -> Auction:
@@ -267,7 +268,7 @@ def resolve_pending_bids(uow_factory: UowFactory, connects: AbstractConnectsClie
 
 
 def get_auction(uow_factory: UowFactory, job_id: str) -> views.AuctionView:
-    _require_id(job_id, "job_id")
+    require_id(job_id, "job_id")
     with uow_factory() as uow:
         auction = uow.auctions.get(job_id, lock=False)
     if auction is None:
@@ -296,9 +297,9 @@ def interact(uow: AdsUnitOfWork, job_id: str, proposal_id: str, kind: Interactio
 
 
 def record_interaction(uow_factory: UowFactory, cmd: RecordInteraction, now: datetime) -> views.InteractionResult:
-    _require_id(cmd.request_id, "request_id")
-    _require_id(cmd.job_id, "job_id")
-    _require_id(cmd.proposal_id, "proposal_id")
+    require_id(cmd.request_id, "request_id")
+    require_id(cmd.job_id, "job_id")
+    require_id(cmd.proposal_id, "proposal_id")
     fp = views.fingerprint("RecordInteraction", cmd.job_id, cmd.proposal_id, cmd.kind.value)
     with uow_factory() as uow:
         answer = _replay(uow, cmd.request_id, fp)
@@ -338,8 +339,8 @@ def close(uow: AdsUnitOfWork, job_id: str, reason: CloseReason, now: datetime, s
 
 def close_auction(uow_factory: UowFactory, request_id: str, job_id: str, reason: CloseReason | None,
                   now: datetime, settings: AuctionSettings, metrics: Metrics | None = None) -> views.AuctionView:
-    _require_id(request_id, "request_id")
-    _require_id(job_id, "job_id")
+    require_id(request_id, "request_id")
+    require_id(job_id, "job_id")
     if reason is None:
         raise InvalidArgument("INVALID_FIELD", "reason: is required", field="reason")
     fp = views.fingerprint("CloseAuction", job_id, reason.value)

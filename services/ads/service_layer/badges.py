@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from services.ads.domain import events as ev
 from services.ads.domain.badge import MAX_WEEKLY_MAX, WEEK, Badge, Charge, Pricing, StopReason, charge_interval
 from services.ads.service_layer import views
-from services.ads.service_layer.auctions import UowFactory, publish_facts, stored_request
+from services.ads.service_layer.auctions import UowFactory, publish_facts, require_id, stored_request
 from services.ads.service_layer.metrics import Metrics, NoMetrics
 from services.ads.service_layer.unit_of_work import AdsUnitOfWork, SearchCounter
 from services.connects.client import AbstractConnectsClient
@@ -49,12 +49,9 @@ def current_price(uow: AdsUnitOfWork, category: str, pricing: Pricing, searches:
 
 
 def _validate(freelancer_id: str, request_id: str | None = None) -> None:
-    require(bool(freelancer_id), "freelancer_id", "is required")
-    require(len(freelancer_id) <= 128, "freelancer_id", "is longer than 128 characters")
-    require(freelancer_id.isprintable(), "freelancer_id", "contains control characters")
+    require_id(freelancer_id, "freelancer_id")
     if request_id is not None:
-        require(bool(request_id) and len(request_id) <= 128, "request_id", "is required (at most 128 characters)")
-        require(request_id.isprintable(), "request_id", "contains control characters")
+        require_id(request_id, "request_id")
 
 
 def start_badge(uow_factory: UowFactory, connects: AbstractConnectsClient, request_id: str, freelancer_id: str,
