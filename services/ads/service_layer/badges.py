@@ -84,7 +84,7 @@ def start_badge(uow_factory: UowFactory, connects: AbstractConnectsClient, reque
 
 
 def execute_charge(uow_factory: UowFactory, connects: AbstractConnectsClient, charge: Charge, now: datetime,
-                   metrics: Metrics, *, request_id: str | None = None, retry_at: datetime | None = None) -> bool:
+                   metrics: Metrics, *, request_id: str | None = None) -> bool:
     """Spend one charge in the ledger and record the answer (safe to repeat). False if it must be retried.
 
     The charge's row stays locked from before the spend until its answer is recorded, so no other replica
@@ -109,7 +109,7 @@ def execute_charge(uow_factory: UowFactory, connects: AbstractConnectsClient, ch
             metrics.connects_error("spend", exc.reason)
             if request_id is not None:
                 raise  # the meter takes the charge after StartBadge's grace
-            uow.charges.retry_later(charge.request_id, retry_at or now + timedelta(seconds=5))
+            uow.charges.retry_later(charge.request_id, now + timedelta(seconds=5))
             uow.commit()
             return False
         except DomainError as refusal:
