@@ -38,7 +38,7 @@ from services.ads.domain.auction import CloseReason
 from services.ads.service_layer.auctions import AuctionSettings, close_auction
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, scratch_db, seed, spawn, start_service, wait_serving
+from tests.load.connects.bench_spend import admin_engine, clean_up, scratch_db, seed, spawn, start_service, wait_serving
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -154,12 +154,7 @@ def main() -> int:
         took, steps, ads = settle_backlog(urls[1], lambda: start_ads(urls[1], str(secret_file), ctarget, ads_port))
         left_open = open_holds(urls[0])
     finally:
-        for p in (ads, connects, relay):
-            stop(p)
-        with admin.connect() as conn:
-            for db in dbs:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        secret_file.unlink(missing_ok=True)
+        clean_up([ads, connects, relay], admin, dbs, secret_file)
     h, b = median_result(holds), median_result(bids)
     ratio = b.rps / h.rps if h.rps else 0.0
     print("\n".join([

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -33,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
+from tests.load.connects.bench_spend import drop_db, scratch_db
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 from tests.load.run_all import BENCH_DURATION as DURATION
 from tests.load.run_all import GHZ_CONNECTIONS, bare_run, bare_server
@@ -48,9 +48,7 @@ class Replica:
 
     def __init__(self, admin: sa.Engine, campaigns: int, secret_file: Path) -> None:
         self.admin = admin
-        self.db = f"bench_ads_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{self.db}"')
+        self.db = scratch_db(admin, "ads")
         url = make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]).set(database=self.db)
         self.port = free_port()
         self.proc = subprocess.Popen(
@@ -65,8 +63,7 @@ class Replica:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        drop_db(self.admin, self.db)
 
 
 def main() -> int:

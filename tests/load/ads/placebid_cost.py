@@ -30,7 +30,7 @@ from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
 from services.ads.service_layer.auctions import AuctionSettings, PlaceBid, place_bid
 from services.kit.db import make_engine
 from services.kit.migrations import upgrade
-from tests.load.connects.bench_spend import admin_engine, scratch_db
+from tests.load.connects.bench_spend import admin_engine, drop_db, scratch_db
 from tests.unit.ads.fakes import FakeConnects
 
 
@@ -116,8 +116,7 @@ def main() -> int:
             f"- CPU per new bid: {cpu / bids * 1000:.2f} ms (wall {wall / bids * 1000:.2f} ms)"]))
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_db(admin, db)
     return 0
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, scratch_db, spawn, start_service, wait_serving
+from tests.load.connects.bench_spend import admin_engine, clean_up, scratch_db, spawn, start_service, wait_serving
 from tests.load.ghz import HEADER, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -141,13 +141,7 @@ def main() -> int:
         time.sleep(6)  # the resumer finishes what the end of a -z run left PENDING
         check = exactly_once(db_url(dbs[1]), db_url(dbs[0]))
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            p.wait(timeout=30)
-        with admin.connect() as conn:
-            for db in dbs:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        secret_file.unlink(missing_ok=True)
+        clean_up(list(reversed(procs)), admin, dbs, secret_file)
     credit, buy = median_result(credits), median_result(buys)
     ratio = buy.rps / credit.rps
     print("\n".join([

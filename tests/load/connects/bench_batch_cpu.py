@@ -33,6 +33,7 @@ from services.connects.service_layer import handlers
 from services.connects.service_layer.handlers import Envelope
 from services.kit.db import make_engine
 from services.kit.migrations import upgrade
+from tests.load.connects.bench_spend import admin_engine, drop_db, scratch_db
 
 ACCOUNTS = [f"acct-{i}" for i in range(1000)]
 SPENDS = int(os.environ.get("BENCH_SPENDS", "200"))  # per round and batch size
@@ -80,10 +81,8 @@ def run(engine: sa.Engine) -> None:
 
 
 def main() -> int:
-    admin = sa.create_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]), isolation_level="AUTOCOMMIT")
-    name = f"bench_batch_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin = admin_engine()
+    name = scratch_db(admin, "batch")
     engine = make_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]).set(database=name)
                          .render_as_string(hide_password=False))
     try:
@@ -91,8 +90,7 @@ def main() -> int:
         run(engine)
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_db(admin, name)
     return 0
 
 

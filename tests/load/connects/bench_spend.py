@@ -72,6 +72,11 @@ def scratch_db(admin: sa.Engine, prefix: str) -> str:
     return name
 
 
+def drop_db(admin: sa.Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _pgbench_common() -> tuple[dict[str, str], list[str]]:
     url = make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"])
     env = {**os.environ, "PGPASSWORD": url.password or ""}
@@ -157,9 +162,8 @@ def clean_up(processes: list[subprocess.Popen[bytes] | None], admin: sa.Engine, 
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-    with admin.connect() as conn:
-        for db in dbs:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    for db in dbs:
+        drop_db(admin, db)
     secret_file.unlink(missing_ok=True)
 
 
