@@ -138,12 +138,6 @@ def invalid_string_field(message: Any, limit: int, plan: _Plan | None = None,
     return None
 
 
-def too_long_field(message: Any, limit: int) -> str | None:
-    """The path of the first string field in `message` longer than `limit` characters, else None."""
-    found = invalid_string_field(message, limit)
-    return found[0] if found is not None and found[1] == "FIELD_TOO_LONG" else None
-
-
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary handler of the server.
 

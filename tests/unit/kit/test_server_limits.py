@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from services.kit.auth import Policy, mint_token
-from services.kit.interceptors import too_long_field
+from services.kit.interceptors import invalid_string_field
 from services.kit.server import App, Server, ServiceRegistration
 from tests.unit.kit.test_server_interceptors import SECRET, config, error_info
 
@@ -126,15 +126,15 @@ async def test_a_request_string_over_the_maximum_is_invalid_argument_field_too_l
 def test_strings_in_nested_and_repeated_messages_are_checked_with_their_path():
     message = descriptor_pb2.FileDescriptorProto(name="ok")
     message.message_type.add(name="M").field.add(name="x" * 20)
-    assert too_long_field(message, 19) == "message_type.field.name"
-    assert too_long_field(message, 20) is None
+    assert invalid_string_field(message, 19) == ("message_type.field.name", "FIELD_TOO_LONG")
+    assert invalid_string_field(message, 20) is None
 
 
 def test_the_string_check_costs_microseconds_on_a_spend_request():
     request = connects_pb2.SpendRequest(request_id=str(uuid.uuid4()), account_id=str(uuid.uuid4()), amount=5,
                                         reference="job-123")
     runs = 20_000
-    seconds = timeit.timeit(lambda: too_long_field(request, 4096), number=runs) / runs
+    seconds = timeit.timeit(lambda: invalid_string_field(request, 4096), number=runs) / runs
     print(f"string check on a SpendRequest: {seconds * 1e6:.2f} us")
-    assert too_long_field(request, 4096) is None
+    assert invalid_string_field(request, 4096) is None
     assert seconds < 50e-6
