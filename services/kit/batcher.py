@@ -16,6 +16,11 @@ per item.
   cannot fail its neighbours; an item that fails alone gets the exception.
 - `after_commit()` runs after every successful run (e.g. wake the outbox relay).
 - `stop()` refuses new items, finishes what is queued, then ends the threads.
+- Where an item's time goes is exported as three histograms labelled by service and batcher:
+  `batcher_queue_wait_seconds` (queued until a worker takes it into a batch; per item),
+  `batcher_run_seconds` (one run of `run_batch`, database round trips and commit included; per batch),
+  `batcher_handback_seconds` (results handed to the event loop until the loop runs the hand-back, i.e.
+  how long a ready reply waits for the loop or the GIL; per batch and loop).
 
 Wiring (connects):
 
@@ -37,6 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from prometheus_client import Histogram
+
 from services.kit.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -44,12 +51,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+_STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LABELS = ("service", "batcher")
+queue_wait_seconds = Histogram("batcher_queue_wait_seconds", "Time an item waited in a group-commit queue "
+                               "before a worker took it into a batch.", _LABELS, buckets=_STAGE_BUCKETS)
+run_seconds = Histogram("batcher_run_seconds", "Time of one batch run (the batch function: its database "
+                        "round trips and commit).", _LABELS, buckets=_STAGE_BUCKETS)
+handback_seconds = Histogram("batcher_handback_seconds", "Time from a batch's results being ready until the "
+                             "caller's event loop ran their hand-back.", _LABELS, buckets=_STAGE_BUCKETS)
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
     key: str
     loop: asyncio.AbstractEventLoop | None  # None: a blocking caller waiting on a concurrent future
     future: asyncio.Future[R] | concurrent.futures.Future[R]
+    queued: float  # time.monotonic() when it was queued
 
 
 def _set_result(fut: asyncio.Future[R] | concurrent.futures.Future[R], result: R) -> None:
@@ -62,7 +79,8 @@ def _set_exception(fut: asyncio.Future[R] | concurrent.futures.Future[R], exc: B
         fut.set_exception(exc)
 
 
-def _set_results(results: list[tuple[asyncio.Future[R], R]]) -> None:
+def _set_results(results: list[tuple[asyncio.Future[R], R]], ready: float, handback: Histogram) -> None:
+    handback.observe(time.monotonic() - ready)
     for fut, result in results:
         _set_result(fut, result)
 
@@ -91,6 +109,9 @@ class Batcher(Worker, Generic[T, R]):
         self._queue: deque[_Pending[T, R]] = deque()
         self._in_flight: set[str] = set()
         self._cond = threading.Condition()
+        self._queue_wait = queue_wait_seconds.labels(service, name)
+        self._run = run_seconds.labels(service, name)
+        self._handback = handback_seconds.labels(service, name)
 
     # -- callers -----------------------------------------------------------------------------
 
@@ -98,7 +119,7 @@ class Batcher(Worker, Generic[T, R]):
         """Queue `item` and await its result (or its exception)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        self._enqueue([_Pending(item, self._key(item) if self._key else "", loop, fut)])
+        self._enqueue([_Pending(item, self._key(item) if self._key else "", loop, fut, time.monotonic())])
         return await fut
 
     def submit_and_wait(self, items: Sequence[T], timeout: float | None = None) -> list[R]:
@@ -107,7 +128,8 @@ class Batcher(Worker, Generic[T, R]):
         Raises the first item's exception, if any (after every item is settled).
         """
         futures: list[concurrent.futures.Future[R]] = [concurrent.futures.Future() for _ in items]
-        self._enqueue([_Pending(item, self._key(item) if self._key else "", None, fut)
+        now = time.monotonic()
+        self._enqueue([_Pending(item, self._key(item) if self._key else "", None, fut, now)
                        for item, fut in zip(items, futures, strict=True)])
         concurrent.futures.wait(futures, timeout)
         return [fut.result(timeout=0) for fut in futures]
@@ -172,6 +194,9 @@ class Batcher(Worker, Generic[T, R]):
         return batch
 
     def _run_and_release(self, batch: list[_Pending[T, R]]) -> None:
+        taken = time.monotonic()
+        for p in batch:
+            self._queue_wait.observe(taken - p.queued)
         try:
             self._process(batch)
         finally:
@@ -186,6 +211,7 @@ class Batcher(Worker, Generic[T, R]):
     def _process(self, batch: list[_Pending[T, R]]) -> None:
         items = [p.item for p in batch]
         for attempt in range(self._retries + 1):
+            started = time.monotonic()
             try:
                 results = self.run_batch(items)
             except self._retry_on:
@@ -200,6 +226,7 @@ class Batcher(Worker, Generic[T, R]):
                 log.warning("%s: batch of %d failed (%s); retrying one by one", self.name, len(batch),
                             type(exc).__name__)
                 break
+            self._run.observe(time.monotonic() - started)
             self._committed()
             self._deliver_batch(batch, results)
             return
@@ -237,8 +264,7 @@ class Batcher(Worker, Generic[T, R]):
         else:
             p.loop.call_soon_threadsafe(_set_result, p.future, result)
 
-    @staticmethod
-    def _deliver_batch(batch: list[_Pending[T, R]], results: Sequence[R]) -> None:
+    def _deliver_batch(self, batch: list[_Pending[T, R]], results: Sequence[R]) -> None:
         """Hand a committed batch its results: one wake-up per event loop, not one per item."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R]]] = {}
         for p, result in zip(batch, results, strict=True):
@@ -246,5 +272,6 @@ class Batcher(Worker, Generic[T, R]):
                 by_loop.setdefault(p.loop, []).append((p.future, result))
             else:
                 _set_result(p.future, result)
+        ready = time.monotonic()
         for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_set_results, pairs)
+            loop.call_soon_threadsafe(_set_results, pairs, ready, self._handback)

@@ -50,6 +50,7 @@ from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 from tests.load.run_all import bare_run, bare_server
+from tests.load.stages import Hist, Key, between, describe, scrape
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNTS = 1000
@@ -206,12 +207,31 @@ def outbox_backlog(db_url: str) -> str:
 
 def batch_sizes(metrics_port: int) -> str:
     count = total = 0.0
-    for i in range(PROCESSES):  # process i serves its metrics on metrics_port + i
-        port = metrics_port + i if PROCESSES > 1 else metrics_port
+    for port in metrics_ports(metrics_port):
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         count += float(re.search(r"^connects_batch_size_count ([\d.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
         total += float(re.search(r"^connects_batch_size_sum ([\d.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
     return f"mean group-commit batch: {total / max(count, 1):.1f} commands over {count:,.0f} commits"
+
+
+def metrics_ports(metrics_port: int) -> list[int]:
+    """Serving process i exports its metrics on metrics_port + i."""
+    return [metrics_port + i for i in range(PROCESSES)]
+
+
+def scrape_all(metrics_port: int) -> list[dict[Key, Hist]]:
+    return [scrape(port) for port in metrics_ports(metrics_port)]
+
+
+def stage_breakdown(before: list[dict[Key, Hist]], after: list[dict[Key, Hist]]) -> str:
+    """Where a Spend's server-side time went between two scrapes (one phase), from connects' histograms."""
+    def stage(name: str, **labels: str) -> str:
+        return describe(Hist.merged([between(b, a, name, **labels) for b, a in zip(before, after, strict=True)]))
+    return ("where a Spend's time went at half its own capacity (connects' histograms over those rounds, "
+            "bucket-interpolated): gRPC handling " + stage("grpc_server_handling_seconds", grpc_method="Spend")
+            + "; inside it: queue wait " + stage("batcher_queue_wait_seconds", batcher="ledger-batcher")
+            + ", batch run (database + Python) " + stage("batcher_run_seconds", batcher="ledger-batcher")
+            + ", hand-back to the event loop " + stage("batcher_handback_seconds", batcher="ledger-batcher"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -294,9 +314,11 @@ def run(bare_target: str, bare_descriptors: str) -> int:
                   for _ in range(ROUNDS)]
         # Latency when the service is not saturated: half of its own measured capacity.
         own = median_result(fulls).rps / 2
+        before_owns = scrape_all(metrics_port)
         owns = [run_ghz(f"Spend, {ACCOUNTS} accounts, -r {own:,.0f}/s (half its own capacity), c=64", target,
                         SPEND, data=many, duration=DURATION, concurrency=64, rps=max(1, int(own)), **kw)
                 for _ in range(ROUNDS)]
+        stages = stage_breakdown(before_owns, scrape_all(metrics_port))
         hots = [run_ghz("Spend, one hot wallet, 64 concurrent spenders", target, SPEND, data=hot,
                         duration=DURATION, concurrency=64, **kw) for _ in range(ROUNDS)]
         batches = batch_sizes(metrics_port)
@@ -331,7 +353,7 @@ def run(bare_target: str, bare_descriptors: str) -> int:
         f"runs (req/s): full {_runs(fulls)}; half {_runs(halves)} (p99 ms: {_runs(halves, 'p99')}); "
         f"half own capacity p99 ms: {_runs(owns, 'p99')}; "
         f"hot {_runs(hots)}", "",
-        *verdict, f"- {batches}", f"- {books}", f"- {cpu}", "",
+        *verdict, f"- {stages}", f"- {batches}", f"- {books}", f"- {cpu}", "",
         f"status codes (median runs; ghz counts the calls in flight when -z ends as Unavailable): "
         f"full {full.status}, half {half.status}, hot {hot_r.status}",
         f"_bench_spend took {time.monotonic() - started:.0f}s_", ""]))

@@ -143,3 +143,31 @@ async def test_stop_finishes_what_is_queued_and_then_refuses_new_items():
     assert await asyncio.gather(*pending) == [0, 2, 4, 6, 8]
     with pytest.raises(RuntimeError, match="shutting down"):
         await b.submit(1)
+
+
+def _stage(name: str, batcher_name: str) -> tuple[float, float]:
+    """(count, sum) of one of the batcher's stage histograms for `batcher_name`."""
+    from prometheus_client import REGISTRY
+    labels = {"service": "svc", "batcher": batcher_name}
+    return (REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0,
+            REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0)
+
+
+async def test_where_an_items_time_goes_is_measured_per_stage():
+    fn = Recorder(delay=0.03)
+    b = Batcher("stages-batcher", fn, service="svc", max_batch=4)
+    before = {s: _stage(s, "stages-batcher") for s in
+              ("batcher_queue_wait_seconds", "batcher_run_seconds", "batcher_handback_seconds")}
+    b.start()
+    try:
+        await asyncio.gather(*(b.submit(i) for i in range(8)))
+    finally:
+        b.stop()
+    waits, runs, handbacks = (
+        tuple(a - z for a, z in zip(_stage(s, "stages-batcher"), before[s], strict=True))
+        for s in ("batcher_queue_wait_seconds", "batcher_run_seconds", "batcher_handback_seconds"))
+    assert waits[0] == 8, "one queue wait per item"
+    assert runs[0] == len(fn.batches) and runs[1] >= 0.03 * len(fn.batches), "each run timed, sleep included"
+    assert handbacks[0] == len(fn.batches), "one hand-back per batch (one event loop)"
+    # 8 items, batches of at most 4 that take 30 ms: the later items waited for an earlier batch to finish.
+    assert waits[1] >= 0.03

@@ -93,15 +93,15 @@ def test_the_token_cli_without_a_secret_is_one_line_and_exit_code_2(monkeypatch,
     assert auth.Authenticator(b"x" * 40).verify(f"Bearer {capsys.readouterr().out.strip()}") == "operator"
 
 
-def test_the_gil_switch_interval_is_python_s_default_unless_set_and_is_applied_at_process_start():
+def test_the_gil_switch_interval_is_half_a_millisecond_unless_set_and_is_applied_at_process_start():
     from services.kit.server import tune_process
 
-    assert load().gil_switch_interval_ms == 5.0
-    cfg = load(ADSMON_GIL_SWITCH_INTERVAL_MS="0.5")
+    assert load().gil_switch_interval_ms == 0.5
+    cfg = load(ADSMON_GIL_SWITCH_INTERVAL_MS="2")
     before = sys.getswitchinterval()
     try:
         tune_process(cfg)
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
     finally:
         sys.setswitchinterval(before)
 
