@@ -206,12 +206,8 @@ def outbox_backlog(db_url: str) -> str:
 
 
 def batch_sizes(metrics_port: int) -> str:
-    count = total = 0.0
-    for port in metrics_ports(metrics_port):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        count += float(re.search(r"^connects_batch_size_count ([\d.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
-        total += float(re.search(r"^connects_batch_size_sum ([\d.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    return f"mean group-commit batch: {total / max(count, 1):.1f} commands over {count:,.0f} commits"
+    sizes = Hist.merged([between({}, scraped, "connects_batch_size") for scraped in scrape_all(metrics_port)])
+    return f"mean group-commit batch: {sizes.total / max(sizes.count, 1):.1f} commands over {sizes.count:,.0f} commits"
 
 
 def metrics_ports(metrics_port: int) -> list[int]:
