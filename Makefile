@@ -42,7 +42,8 @@ $(LOCAL)/secrets/auth_secret:
 	@mkdir -p $(LOCAL)/secrets && chmod 700 $(LOCAL)/secrets
 	@umask 077 && $(PY) -c 'import secrets;print(secrets.token_hex(32))' > $@
 
-secrets: .venv/.stamp $(LOCAL)/secrets/auth_secret ## generate the local service-to-service auth secret
+secrets: .venv/.stamp $(LOCAL)/secrets/auth_secret ## the local auth secret and the development CA + certificates (.local/secrets/tls)
+	@deploy/local/dev-ca.sh "$(LOCAL)/secrets/tls"
 
 infra: venv ## start PostgreSQL 15 and Kafka (KRaft) on loopback, installing them if needed
 	deploy/local/prometheus.sh install

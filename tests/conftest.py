@@ -40,6 +40,10 @@ def _load_local_env() -> None:
 
 
 _load_local_env()
+# The services' own processes and servers in these tests talk plaintext (bearer tokens, as the real callers),
+# said explicitly as a local run must; mutual TLS has its own tests (tests/unit/kit/test_mtls.py, the chaos
+# suite, `make run`'s supervisor test), which set ADSMON_TRANSPORT themselves.
+os.environ.setdefault("ADSMON_TRANSPORT", "plaintext")
 # tests/containers/ run only against `make test-containers`' stack (ADSMON_TEST_STACK).
 collect_ignore = [] if container_stack.description() is not None else ["containers"]
 # Consumer groups of this test run are its own: concurrent runs on one broker never steal each other's records.

@@ -5,8 +5,10 @@
     python -m deploy.sim --services connects,marketplace               # only the ledger's flows
 
 Targets and Kafka come from the same settings as `make run`: ADSMON_<SVC>_GRPC_PORT (50051-50053),
-ADSMON_KAFKA_BOOTSTRAP, ADSMON_KAFKA_TOPIC_PREFIX, ADSMON_AUTH_SECRET_FILE. Ctrl-C stops it and prints the
-totals. Exit status 1 if any call failed with a server-side error (not for refusals or "not built").
+ADSMON_KAFKA_BOOTSTRAP, ADSMON_KAFKA_TOPIC_PREFIX, and the identities: mutual TLS with the certificates in
+ADSMON_TLS_DIR (default .local/secrets/tls, `make secrets`), or with ADSMON_TRANSPORT=plaintext bearer tokens
+signed with ADSMON_AUTH_SECRET_FILE. Ctrl-C stops it and prints the totals. Exit status 1 if any call failed
+with a server-side error (not for refusals or "not built").
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-import grpc
 from google.protobuf import message as pb_message
 
 from deploy.sim.core import ERROR, Flow, Sim, run
 from deploy.sim.flows import all_flows
 from services.connects.adapters.topics import MARKETPLACE_JOBS
+from services.kit.identities import CallerCredentials, ChannelPool
 from services.kit.kafka import encode_event, make_event, make_producer
+from services.kit.startup import StartupError
 
 PORTS = {"connects": 50051, "ads": 50052, "billing": 50053}
 
@@ -59,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0:
         raise SystemExit("--rate must be positive")
 
-    secret_file = os.environ.get("ADSMON_AUTH_SECRET_FILE", ".local/secrets/auth_secret")
-    secret = Path(secret_file).read_bytes().strip()
-    channels = {svc: grpc.insecure_channel(f"127.0.0.1:{os.environ.get(f'ADSMON_{svc.upper()}_GRPC_PORT', port)}")
-                for svc, port in PORTS.items()}
+    try:
+        credentials = CallerCredentials.from_env()
+    except StartupError as exc:
+        raise SystemExit(f"sim: {exc}") from None
+    channels = ChannelPool(credentials, {svc: f"127.0.0.1:{os.environ.get(f'ADSMON_{svc.upper()}_GRPC_PORT', port)}"
+                                         for svc, port in PORTS.items()})
     topic = os.environ.get("ADSMON_KAFKA_TOPIC_PREFIX", "") + MARKETPLACE_JOBS
     producer = make_producer(os.environ.get("ADSMON_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), client_id="adsmon-sim")
 
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     namespace = args.namespace or f"sim{args.seed}-{int(time.time())}"
-    sim = Sim(seed=args.seed, namespace=namespace, secret=secret, channels=channels, publish=publish,
+    sim = Sim(seed=args.seed, namespace=namespace, credentials=credentials, channels=channels, publish=publish,
               accounts=args.accounts)
     services = {s.strip() for s in args.services.split(",") if s.strip()}
     flows = choose([f for f in all_flows() if f.service in services], args.flows)
@@ -96,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         tally = run(sim, flows, rate=args.rate, duration=args.duration, progress=progress, should_stop=lambda: stop)
     finally:
         producer.close(timeout=5)
-        for ch in channels.values():
-            ch.close()
+        channels.close()
     if tty:
         print()
     for (flow, outcome), n in sorted(tally.outcomes.items()):

@@ -23,14 +23,14 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
 from google.protobuf import message as pb_message
 
-from services.kit.auth import mint_token
+from services.kit.identities import CallerCredentials
 
 OK, REFUSED, NOT_BUILT, ERROR = "ok", "refused", "not_built", "error"
 _REFUSALS = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS,
@@ -104,16 +104,21 @@ class Tally:
 
 
 class Sim:
-    """The world, the rng, the stubs and the tally; flows act through it."""
+    """The world, the rng, the stubs and the tally; flows act through it.
 
-    def __init__(self, *, seed: int, namespace: str, secret: bytes, channels: dict[str, grpc.Channel],
+    `channels` is a channel per service (plaintext: the caller is in the bearer token) or a function
+    (service, caller) -> channel, e.g. a `ChannelPool` (under mutual TLS the caller is the channel's
+    certificate).
+    """
+
+    def __init__(self, *, seed: int, namespace: str, credentials: CallerCredentials,
+                 channels: Mapping[str, grpc.Channel] | Callable[[str, str], grpc.Channel],
                  publish: Callable[[str, pb_message.Message], None], accounts: int = 200) -> None:
         self.rng = random.Random(seed)
         self.namespace = namespace
         self.channels = channels
         self._publish = publish
-        self._tokens = {caller: mint_token(secret, caller, ttl_seconds=12 * 3600)
-                        for caller in ("marketplace", "billing", "operator")}
+        self._metadata = {caller: credentials.metadata(caller) for caller in ("marketplace", "billing", "operator")}
         self.world = World([self.id("fl", i) for i in range(accounts)],
                            [self.id("cl", i) for i in range(max(1, accounts // 4))])
         self.tally = Tally()
@@ -129,10 +134,10 @@ class Sim:
     def call(self, service: str, stub_cls: Any, method: str, request: pb_message.Message, *,
              caller: str = "marketplace", moves: Callable[[Any], int] | None = None) -> Any | None:
         """Call `method`; tally the outcome; return the reply (None unless ok)."""
-        stub = stub_cls(self.channels[service])
+        channels = self.channels
+        stub = stub_cls(channels(service, caller) if callable(channels) else channels[service])
         try:
-            reply = getattr(stub, method)(request, metadata=(("authorization", f"Bearer {self._tokens[caller]}"),),
-                                          timeout=10)
+            reply = getattr(stub, method)(request, metadata=self._metadata[caller], timeout=10)
         except grpc.RpcError as exc:
             code = exc.code()
             outcome = NOT_BUILT if code is grpc.StatusCode.UNIMPLEMENTED else REFUSED if code in _REFUSALS else ERROR

@@ -60,7 +60,8 @@ def bootstrap(config: AdsConfig, *, database: Database | None = None, relay: Wor
     if relay is None and base.relay_in_process:
         relay = outbox_relay(base, engine)
     wake_relay = relay.wake if relay is not None else None
-    client = connects or GrpcConnectsClient(config.connects_target, secret=base.auth_secret, caller=SERVICE)
+    client = connects or GrpcConnectsClient(config.connects_target, secret=base.auth_secret, caller=SERVICE,
+                                            tls=base.tls)
     tally = SearchTally()  # GetPlacements counts here; the flusher adds it to ads_search_counts
     searches = searches or StoredSearches()
     metrics = metrics or prom.PrometheusMetrics()

@@ -36,9 +36,10 @@ from services.kit.worker import Worker
 
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 # RecordChargeback is for the payment side (operators reporting a reversal; the provider's disputes arrive as
-# webhooks); the marketplace buys and reads.
-POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator", "tests"},
-                      methods={"RecordChargeback": {"operator", "tests"}})
+# webhooks); the books (GetRevenueReport, Reconcile) are finance operators'; the marketplace buys and reads.
+POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator"},
+                      methods={"RecordChargeback": {"operator"}, "GetRevenueReport": {"operator"},
+                               "Reconcile": {"operator"}})
 
 
 def utc_now() -> datetime:
@@ -67,7 +68,8 @@ def bootstrap(config: BillingConfig, *, database: Database | None = None, relay:
     if books is None and not isinstance(provider, PaymentRecords):
         raise StartupError(f"billing: the payment provider {type(provider).__name__} keeps no PaymentRecords "
                            "for the books' reconciliation")
-    ledger = ledger or GrpcConnectsClient(config.connects_target, secret=base.auth_secret, caller=SERVICE)
+    ledger = ledger or GrpcConnectsClient(config.connects_target, secret=base.auth_secret,
+                                          caller=SERVICE, tls=base.tls)
     ctx = Context(
         uow=lambda: BillingUnitOfWork(engine, after_commit=wake), provider=provider, ledger=ledger,
         clock=clock, metrics=PrometheusMetrics(), terms=PlanTerms(plus_fee_cents=config.plus_fee_cents),

@@ -35,6 +35,7 @@ from grpc_status import rpc_status
 
 from services.kit import errors
 from services.kit.clients import sync_channel
+from services.kit.tls import TlsFiles
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _BY_CODE: dict[grpc.StatusCode, type[errors.DomainError]] = {
@@ -138,12 +139,14 @@ def domain_error(exc: grpc.RpcError) -> errors.DomainError:
 
 
 class GrpcConnectsClient(AbstractConnectsClient):
-    """ConnectsService over a blocking channel, authenticated as `caller`."""
+    """ConnectsService over a blocking channel, authenticated as `caller` (by `tls`' client certificate
+    under mutual TLS, else by a bearer token signed with `secret`)."""
 
-    def __init__(self, target: str, *, secret: bytes, caller: str, timeout: float = 5.0, attempts: int = 4,
+    def __init__(self, target: str, *, secret: bytes | None, caller: str, tls: TlsFiles | None = None,
+                 timeout: float = 5.0, attempts: int = 4,
                  backoff_initial: float = 0.05, backoff_max: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._channel = sync_channel(target, secret=secret, caller=caller, default_timeout=timeout)
+        self._channel = sync_channel(target, secret=secret, caller=caller, tls=tls, default_timeout=timeout)
         self._stub = connects_pb2_grpc.ConnectsServiceStub(self._channel)
         self._timeout = timeout
         self._attempts = attempts

@@ -7,8 +7,9 @@ MAC and expiry, then a per-method policy naming which callers may call it.
 The verified caller name is available to the service layer through
 `current_caller()` for finer rules (e.g. only billing may credit PURCHASE).
 
-Production would put workload identities (mTLS, SPIFFE) behind the same
-`Authenticator` seam; the policy and the service-layer checks stay as they are.
+That is the plaintext transport (ADSMON_TRANSPORT=plaintext, local runs only). With mutual TLS the
+caller comes from the client certificate instead (`services.kit.tls.PeerCertificateAuthenticator`),
+behind the same `CallerAuthenticator` seam; the policy and the service-layer checks stay as they are.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from services.kit.errors import PermissionDenied, Unauthenticated
 
 TOKEN_PREFIX = "adsmon1"  # noqa: S105 - a version tag, not a secret
-_CALLER_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+CALLER_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _caller_var: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 # RPCs anyone may call without a token: probes and tooling.
@@ -52,11 +54,17 @@ def _mac(secret: bytes, body: str) -> str:
 
 def mint_token(secret: bytes, caller: str, *, ttl_seconds: int = 3600, now: float | None = None) -> str:
     """A bearer token proving `caller` knows the shared secret, valid for `ttl_seconds`."""
-    if not _CALLER_RE.match(caller):
-        raise ValueError(f"caller name {caller!r} must match {_CALLER_RE.pattern}")
+    if not CALLER_RE.match(caller):
+        raise ValueError(f"caller name {caller!r} must match {CALLER_RE.pattern}")
     expiry = int((time.time() if now is None else now) + ttl_seconds)
     body = f"{TOKEN_PREFIX}.{caller}.{expiry}"
     return f"{body}.{_mac(secret, body)}"
+
+
+class CallerAuthenticator(Protocol):
+    """Names the caller of an RPC from its metadata or its connection, or raises Unauthenticated."""
+
+    def authenticate(self, metadata: Mapping[str, str], context: Any) -> str: ...
 
 
 class Authenticator:
@@ -69,6 +77,10 @@ class Authenticator:
         self._secret = secret
         self._max_ttl = max_ttl_seconds
         self._verified: dict[str, tuple[str, int]] = {}
+
+    def authenticate(self, metadata: Mapping[str, str], context: Any) -> str:
+        """The caller named by the RPC's `authorization: Bearer` token."""
+        return self.verify(metadata.get("authorization"))
 
     def verify(self, authorization: str | None, *, now: float | None = None) -> str:
         """Return the caller named by a valid ``Bearer`` token or raise Unauthenticated."""

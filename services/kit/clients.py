@@ -12,6 +12,9 @@ import grpc
 from services.kit import metrics
 from services.kit.auth import mint_token
 from services.kit.interceptors import ClientInterceptor, outgoing_call
+from services.kit.tls import TlsFiles, channel_credentials
+
+_OPTIONS = [("grpc.keepalive_time_ms", 30_000)]
 
 
 class TokenSource:
@@ -32,20 +35,31 @@ class TokenSource:
         return self._token
 
 
-def channel(target: str, *, secret: bytes, caller: str, default_timeout: float = 5.0) -> grpc.aio.Channel:
-    """An aio channel to `target` that authenticates as `caller`, propagates the
+def _token_source(secret: bytes | None, caller: str, tls: TlsFiles | None) -> Callable[[], str] | None:
+    """Bearer tokens on plaintext; none under mutual TLS (the client certificate is the identity)."""
+    if tls is not None:
+        return None
+    if secret is None:
+        raise ValueError(f"a plaintext channel for {caller!r} needs the shared secret (or TLS files)")
+    return TokenSource(secret, caller)
+
+
+def channel(target: str, *, caller: str, secret: bytes | None = None, tls: TlsFiles | None = None,
+            default_timeout: float = 5.0) -> grpc.aio.Channel:
+    """An aio channel to `target` that authenticates as `caller` (with `tls`: mutual TLS presenting that
+    certificate, which must name `caller`; else a bearer token signed with `secret`), propagates the
     request id and deadline of the RPC being served, and records grpc_client_* metrics."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=[ClientInterceptor(TokenSource(secret, caller), default_timeout)],
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
-    )
+    interceptors = [ClientInterceptor(_token_source(secret, caller, tls), default_timeout)]
+    options = [*_OPTIONS, ("grpc.enable_retries", 1)]
+    if tls is not None:
+        return grpc.aio.secure_channel(target, channel_credentials(tls), interceptors=interceptors, options=options)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
 
 
 class _SyncClientInterceptor(grpc.UnaryUnaryClientInterceptor):
     """The blocking twin of ClientInterceptor, for calls made from worker threads and use cases."""
 
-    def __init__(self, token_source: Callable[[], str], default_timeout: float) -> None:
+    def __init__(self, token_source: Callable[[], str] | None, default_timeout: float) -> None:
         self.token_source = token_source
         self.default_timeout = default_timeout
 
@@ -70,7 +84,12 @@ class _CallDetails(
     pass
 
 
-def sync_channel(target: str, *, secret: bytes, caller: str, default_timeout: float = 5.0) -> grpc.Channel:
+def sync_channel(target: str, *, caller: str, secret: bytes | None = None, tls: TlsFiles | None = None,
+                 default_timeout: float = 5.0) -> grpc.Channel:
     """A blocking channel to `target` with the same auth, request-id, deadline and metrics as `channel`."""
-    inner = grpc.insecure_channel(target, options=[("grpc.keepalive_time_ms", 30_000)])
-    return grpc.intercept_channel(inner, _SyncClientInterceptor(TokenSource(secret, caller), default_timeout))
+    token_source = _token_source(secret, caller, tls)
+    if tls is not None:
+        inner = grpc.secure_channel(target, channel_credentials(tls), options=_OPTIONS)
+    else:
+        inner = grpc.insecure_channel(target, options=_OPTIONS)
+    return grpc.intercept_channel(inner, _SyncClientInterceptor(token_source, default_timeout))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.kit.startup import StartupError
+from services.kit.tls import DEFAULT_TRUST_DOMAIN, TlsFiles
 
 
 class ConfigError(StartupError):
@@ -194,6 +195,42 @@ class KafkaSecurity:
         return cls(protocol, ca, cert, key, mechanism, username, password)
 
 
+TRANSPORTS = ("tls", "plaintext")
+
+
+def transport_from_env(env: Env, name: str) -> tuple[str, TlsFiles | None]:
+    """ADSMON_TRANSPORT (tls, the default, or plaintext) and, for tls, identity `name`'s certificate files.
+
+    Each file is ADSMON_[<SVC>_]TLS_CERT_FILE / TLS_KEY_FILE / TLS_CA_FILE, else `<name>.crt`, `<name>.key`,
+    `ca.crt` in ADSMON_[<SVC>_]TLS_DIR. With tls and no files the process does not start: plaintext (bearer
+    tokens, no encryption) must be asked for, and only for a local run.
+    """
+    svc = env.service.upper()
+    transport = env.str("TRANSPORT", "tls").lower()
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"ADSMON_TRANSPORT={transport!r} is not one of {', '.join(TRANSPORTS)}")
+    if transport == "plaintext":
+        return transport, None
+    directory = env.str("TLS_DIR", "")
+    paths = {}
+    for setting, default_name in (("CERT", f"{name}.crt"), ("KEY", f"{name}.key"), ("CA", "ca.crt")):
+        paths[setting] = env.str(f"TLS_{setting}_FILE", "") or (str(Path(directory) / default_name)
+                                                                if directory else "")
+    if not any(paths.values()):
+        raise ConfigError(
+            f"no TLS certificate for {name}: set ADSMON_TLS_DIR (a directory holding {name}.crt, {name}.key and "
+            f"ca.crt; `make secrets` makes one in .local/secrets/tls) or ADSMON_{svc}_TLS_CERT_FILE, "
+            f"ADSMON_{svc}_TLS_KEY_FILE and ADSMON_{svc}_TLS_CA_FILE; or, for a local run only, "
+            "ADSMON_TRANSPORT=plaintext")
+    missing = [f"ADSMON_{svc}_TLS_{k}_FILE" for k, v in paths.items() if not v]
+    if missing:
+        raise ConfigError(f"TLS needs a certificate, its key and a CA: missing {', '.join(missing)} "
+                          "(or ADSMON_TLS_DIR)")
+    files = TlsFiles(paths["CERT"], paths["KEY"], paths["CA"])
+    files.read()  # unreadable or not PEM: one line now, not a handshake failure later
+    return transport, files
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """What every service needs to start; services embed it in their own config."""
@@ -237,6 +274,12 @@ class ServiceConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     max_string_length: int = 4096
     max_concurrent_rpcs: int = 256
+    # How services talk: "tls" (mutual TLS; `tls` is this service's certificate, key and CA, used to serve
+    # and for its outgoing calls; the caller is the client certificate's identity) or "plaintext" (bearer
+    # tokens signed with auth_secret; local runs only). from_env defaults to tls.
+    transport: str = "plaintext"
+    tls: TlsFiles | None = None
+    tls_trust_domain: str = DEFAULT_TRUST_DOMAIN
 
     def consumer_group(self, name: str) -> str:
         """The Kafka consumer group for `name`, namespaced by ADSMON_KAFKA_GROUP_PREFIX (e.g. per test run)."""
@@ -262,6 +305,7 @@ class ServiceConfig:
             host, _, port = hostport.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"ADSMON_KAFKA_BOOTSTRAP={bootstrap!r} must be host:port[,host:port]")
+        transport, tls = transport_from_env(env, service)
         return cls(
             service=service,
             grpc_host=env.str("GRPC_HOST", "127.0.0.1"),
@@ -288,4 +332,7 @@ class ServiceConfig:
             max_message_bytes=env.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, lo=1024, hi=64 * 1024 * 1024),
             max_string_length=env.int("MAX_STRING_LENGTH", 4096, lo=16, hi=1024 * 1024),
             max_concurrent_rpcs=env.int("MAX_CONCURRENT_RPCS", 256, lo=0, hi=100_000),
+            transport=transport,
+            tls=tls,
+            tls_trust_domain=env.str("TLS_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN),
         )

@@ -26,7 +26,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.kit import metrics
-from services.kit.auth import PUBLIC_SERVICES, Authenticator, Policy, reset_current_caller, set_current_caller
+from services.kit.auth import (
+    PUBLIC_SERVICES,
+    CallerAuthenticator,
+    Policy,
+    reset_current_caller,
+    set_current_caller,
+)
 from services.kit.errors import DomainError, InvalidArgument, Unimplemented
 from services.kit.logging import request_id_var, rpc_method_var
 
@@ -147,7 +153,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     Health and reflection are exempt from both.
     """
 
-    def __init__(self, service: str, authenticator: Authenticator, policies: Mapping[str, Policy], *,
+    def __init__(self, service: str, authenticator: CallerAuthenticator, policies: Mapping[str, Policy], *,
                  max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
                  max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS) -> None:
         self.domain = f"{service}.adsmon"
@@ -232,7 +238,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 if remaining is not None and remaining <= 0:
                     code = grpc.StatusCode.DEADLINE_EXCEEDED
                     await context.abort(code, "deadline expired before the request was handled")
-                caller = self.authenticator.verify(md.get("authorization"))
+                caller = self.authenticator.authenticate(md, context)
                 caller_token = set_current_caller(caller)
                 if policy is None:
                     raise DomainError("NO_POLICY", f"no authorisation policy for {grpc_service}")
@@ -301,14 +307,15 @@ def header_safe(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def outgoing_call(details: Any, token_source: Callable[[], str], default_timeout: float
+def outgoing_call(details: Any, token_source: Callable[[], str] | None, default_timeout: float
                   ) -> tuple[tuple[str, str, str], list[tuple[str, str]], float]:
-    """What every outgoing call carries: its metric labels, metadata with the caller's token and the request id,
-    and a timeout bounded by the deadline of the RPC being served."""
+    """What every outgoing call carries: its metric labels, metadata with the caller's token (none under mutual
+    TLS: `token_source` None) and the request id, and a timeout bounded by the deadline of the RPC being served."""
     method = details.method.decode() if isinstance(details.method, bytes) else details.method
     grpc_service, grpc_method = metrics.split_method(method)
     md = list(details.metadata or [])
-    md.append(("authorization", f"Bearer {token_source()}"))
+    if token_source is not None:
+        md.append(("authorization", f"Bearer {token_source()}"))
     if rid := request_id_var.get():
         md.append(("x-request-id", header_safe(rid)))
     timeout = details.timeout or default_timeout
@@ -320,7 +327,7 @@ def outgoing_call(details: Any, token_source: Callable[[], str], default_timeout
 class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the caller's token and the request id, bounds the deadline, records grpc_client_*."""
 
-    def __init__(self, token_source: Callable[[], str], default_timeout: float) -> None:
+    def __init__(self, token_source: Callable[[], str] | None, default_timeout: float) -> None:
         self.token_source = token_source
         self.default_timeout = default_timeout
 

@@ -31,10 +31,11 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services.kit import logging as kit_logging
-from services.kit.auth import Authenticator, Policy
+from services.kit.auth import Authenticator, CallerAuthenticator, Policy
 from services.kit.config import ServiceConfig
 from services.kit.interceptors import ServerInterceptor
 from services.kit.startup import StartupError
+from services.kit.tls import PeerCertificateAuthenticator, server_credentials
 
 log = logging.getLogger("adsmon.server")
 
@@ -133,6 +134,13 @@ def _check_bindable(host: str, port: int, what: str, *, reuse_port: bool = False
         raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def authenticator(cfg: ServiceConfig) -> CallerAuthenticator:
+    """Who the caller is: the client certificate's identity under mutual TLS, else the bearer token's."""
+    if cfg.tls is not None:
+        return PeerCertificateAuthenticator(cfg.tls_trust_domain)
+    return Authenticator(cfg.auth_secret)
+
+
 class Server:
     """A started service; `stop()` performs the graceful shutdown sequence."""
 
@@ -147,7 +155,7 @@ class Server:
     async def start(self) -> None:
         cfg = self.app.config
         policies = {s.name: s.policy for s in self.app.services}
-        interceptor = ServerInterceptor(cfg.service, Authenticator(cfg.auth_secret), policies,
+        interceptor = ServerInterceptor(cfg.service, authenticator(cfg), policies,
                                         max_string_length=cfg.max_string_length,
                                         max_concurrent_rpcs=cfg.max_concurrent_rpcs)
         reuse_port = cfg.grpc_reuse_port
@@ -167,7 +175,10 @@ class Server:
         address = f"{cfg.grpc_host}:{cfg.grpc_port}"
         _check_bindable(cfg.grpc_host, cfg.grpc_port, "gRPC", reuse_port=reuse_port)
         try:
-            port = server.add_insecure_port(address)
+            if cfg.tls is not None:
+                port = server.add_secure_port(address, server_credentials(cfg.tls))
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if not port:
@@ -179,8 +190,8 @@ class Server:
         self._started = await start_components(self.app)
         for name in ("", *names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on %s:%d, metrics on :%s", ",".join(names), cfg.grpc_host, port,
-                 self.app.metrics_port)
+        log.info("serving %s on %s:%d (%s), metrics on :%s", ",".join(names), cfg.grpc_host, port,
+                 "mutual TLS" if cfg.tls is not None else "plaintext", self.app.metrics_port)
 
     def _start_metrics(self, cfg: ServiceConfig) -> Any:
         try:

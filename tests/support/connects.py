@@ -15,7 +15,8 @@ TEST_SECRET = "t" * 32
 
 def connects_config(**settings: str) -> ConnectsConfig:
     """A config from `settings` (ADSMON_CONNECTS_<NAME>=value) only; relay and jobs consumer off by default."""
-    environ = {"ADSMON_AUTH_SECRET": TEST_SECRET, "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false",
+    environ = {"ADSMON_TRANSPORT": "plaintext",
+               "ADSMON_AUTH_SECRET": TEST_SECRET, "ADSMON_CONNECTS_RELAY_IN_PROCESS": "false",
                "ADSMON_CONNECTS_CONSUME_JOBS": "false"}
     environ.update({f"ADSMON_CONNECTS_{k}": v for k, v in settings.items()})
     return ConnectsConfig.from_env(environ)

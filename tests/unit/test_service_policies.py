@@ -3,8 +3,9 @@
 Each service's registration is served with its real POLICY behind the kit's interceptors and the generated
 base servicer (every method unimplemented), so what answers is the interceptor alone: an allowed caller gets
 past it (never PERMISSION_DENIED), any other gets PERMISSION_DENIED CALLER_NOT_ALLOWED naming
-the method. connects' table is written out from its proto; ads' and billing's policies are checked for
-shape (their methods are not built yet) and enforced as they stand.
+the method. Every service's table is written out here from its proto; the production policies name only
+real callers (no `tests` identity: tests authenticate as marketplace, operator, billing or ads). This module
+runs the table on plaintext (bearer tokens); tests/unit/kit/test_mtls.py runs the same table over mutual TLS.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from google.protobuf.message_factory import GetMessageClass
 from services.ads.bootstrap import POLICY as ADS_POLICY
 from services.billing.bootstrap import POLICY as BILLING_POLICY
 from services.connects.entrypoints.grpc_servicer import POLICY as CONNECTS_POLICY
+from services.connects.service_layer.handlers import RETURN_CALLERS
 from services.kit.auth import Policy
 from services.kit.clients import channel
 from services.kit.config import ServiceConfig
@@ -32,6 +34,7 @@ from tests.conftest import error_info
 
 SECRET = b"p" * 48
 CALLERS = ("billing", "ads", "marketplace", "operator", "tests", "connects", "stranger")
+REAL_CALLERS = {"billing", "ads", "marketplace", "operator"}
 CONNECTS = connects_pb2.DESCRIPTOR.services_by_name["ConnectsService"]
 ADS = ads_pb2.DESCRIPTOR.services_by_name["AdsService"]
 BILLING = billing_pb2.DESCRIPTOR.services_by_name["BillingService"]
@@ -45,41 +48,62 @@ SERVICES: dict[str, tuple[ServiceDescriptor, Policy, Any, Any]] = {
 
 # Who may call each ConnectsService method, as connects.proto documents it. Finer rules (PURCHASE credits,
 # ad products) are the service layer's and tested there.
-ANY_SERVICE = {"billing", "ads", "marketplace", "operator", "tests"}
+ANY_SERVICE = {"billing", "ads", "marketplace", "operator"}
+OPERATOR = {"operator"}
 CONNECTS_CALLERS = {
     "GetBalance": ANY_SERVICE, "Spend": ANY_SERVICE, "Hold": ANY_SERVICE, "CaptureHold": ANY_SERVICE,
     "ReleaseHold": ANY_SERVICE, "IncreaseHold": ANY_SERVICE, "ListTransactions": ANY_SERVICE,
-    "Credit": {"billing", "marketplace", "operator", "tests"},
-    "ReturnConnects": {"marketplace", "operator", "tests"},
+    "Credit": {"billing", "marketplace", "operator"},
+    "ReturnConnects": {"marketplace", "operator"},
     "GetLedgerTotals": {"billing", "operator"},
     "ReverseCredit": {"billing"},  # a chargeback claw-back (billing only, as the proto documents)
 }
+# The marketplace acts for its users; a manual close (AUCTION_CLOSE_REASON_MANUAL) is an operator's.
+MARKETPLACE = {"marketplace", "operator"}
+ADS_CALLERS = {m.name: MARKETPLACE for m in ADS.methods} | {"CloseAuction": OPERATOR}
+# Chargebacks reported by hand and the books (revenue report, reconciliation) are operators' only.
+BILLING_CALLERS = {m.name: MARKETPLACE for m in BILLING.methods} | {
+    "RecordChargeback": OPERATOR, "GetRevenueReport": OPERATOR, "Reconcile": OPERATOR}
+TABLES = {"connects": CONNECTS_CALLERS, "ads": ADS_CALLERS, "billing": BILLING_CALLERS}
 
 
-def test_connects_policy_is_the_documented_table_for_every_method():
-    assert CONNECTS_POLICY.service == CONNECTS.full_name
-    assert set(CONNECTS_CALLERS) == {m.name for m in CONNECTS.methods}, "a method without a documented rule"
-    got = {m: {c for c in CALLERS if c in CONNECTS_POLICY.methods.get(m, CONNECTS_POLICY.default)}
-           for m in CONNECTS_CALLERS}
-    assert got == CONNECTS_CALLERS
-
-
-@pytest.mark.parametrize("name", ["ads", "billing"])
-def test_ads_and_billing_policies_name_their_service_and_only_its_methods(name):
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_each_policy_is_the_documented_table_for_every_method(name):
     descriptor, policy, _, _ = SERVICES[name]
+    table = TABLES[name]
     assert policy.service == descriptor.full_name
-    assert set(policy.methods) <= {m.name for m in descriptor.methods}, "a rule for a method the proto lacks"
-    for method in descriptor.methods:
-        allowed = policy.methods.get(method.name, policy.default)
-        assert allowed, f"nobody may call {method.name}"
-        assert allowed <= set(CALLERS) - {"stranger"}, f"{method.name} names an unknown caller"
+    assert set(table) == {m.name for m in descriptor.methods}, "a method without a documented rule"
+    assert set(policy.methods) <= set(table), "a rule for a method the proto lacks"
+    got = {m: {c for c in CALLERS if c in policy.methods.get(m, policy.default)} for m in table}
+    assert got == table
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_no_production_policy_names_a_test_identity(name):
+    policy = SERVICES[name][1]
+    for allowed in (policy.default, *policy.methods.values()):
+        assert allowed <= REAL_CALLERS, allowed - REAL_CALLERS
+
+
+def test_returns_in_the_service_layer_are_not_for_test_identities():
+    assert frozenset({"marketplace", "operator"}) == RETURN_CALLERS
 
 
 def expected_callers(name: str, method: str) -> set[str]:
-    if name == "connects":
-        return CONNECTS_CALLERS[method]
-    policy = SERVICES[name][1]
-    return set(policy.methods.get(method, policy.default))
+    return TABLES[name][method]
+
+
+def check_answer(exc: grpc.aio.AioRpcError, *, caller: str, method: str, allowed: set[str]) -> None:
+    """An allowed caller got past the interceptor (the base servicer answers); any other is refused naming it."""
+    if caller in allowed:
+        # Past the interceptor, the base servicer answers (UNIMPLEMENTED once the kit maps it; INTERNAL before).
+        assert exc.code() not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (
+            caller, exc.code(), exc.details())
+    else:
+        assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, (caller, exc.code())
+        info = error_info(exc)
+        assert (info.reason, info.metadata["method"], info.metadata["caller"]) == (
+            "CALLER_NOT_ALLOWED", method, caller)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -87,6 +111,7 @@ async def ports() -> AsyncIterator[dict[str, int]]:
     servers, ports = [], {}
     for name, (descriptor, policy, add, base_servicer) in SERVICES.items():
         config = ServiceConfig.from_env(name, grpc_port=0, metrics_port=0, environ={
+            "ADSMON_TRANSPORT": "plaintext",
             "ADSMON_AUTH_SECRET": SECRET.decode(), f"ADSMON_{name.upper()}_DATABASE_URL": "sqlite://"})
         app = App(config, [ServiceRegistration(descriptor.full_name, add, base_servicer(), policy)],
                   drain_delay_seconds=0.0)
@@ -114,12 +139,4 @@ async def test_each_method_lets_its_callers_through_and_denies_every_other(ports
                                   request_serializer=lambda m: m.SerializeToString(), response_deserializer=None)
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await call(request_type(), timeout=5)
-        if caller in allowed:
-            # Past the interceptor, the base servicer answers (UNIMPLEMENTED once the kit maps it; INTERNAL before).
-            assert exc.value.code() not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (
-                caller, exc.value.code(), exc.value.details())
-        else:
-            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, (caller, exc.value.code())
-            info = error_info(exc.value)
-            assert (info.reason, info.metadata["method"], info.metadata["caller"]) == (
-                "CALLER_NOT_ALLOWED", method, caller)
+        check_answer(exc.value, caller=caller, method=method, allowed=allowed)

@@ -26,7 +26,8 @@ from services.kit.auth import Policy
 from services.kit.errors import InvalidArgument
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdsService"].full_name
-POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator", "tests"})
+# The marketplace acts for its users; closing an auction by hand (AUCTION_CLOSE_REASON_MANUAL) is an operator's.
+POLICY = Policy.build(SERVICE_NAME, default={"marketplace", "operator"}, methods={"CloseAuction": {"operator"}})
 T = TypeVar("T")
 
 

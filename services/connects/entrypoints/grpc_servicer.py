@@ -31,8 +31,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConnectsService"].full_name
 
 # Who may call what at all; finer rules (PURCHASE, ad products) live in the service layer, which also
 # enforces the ReturnConnects callers (for the consumer and for replays).
-POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "operator", "tests"},
-                      methods={"Credit": {"billing", "marketplace", "operator", "tests"},
+POLICY = Policy.build(SERVICE_NAME, default={"billing", "ads", "marketplace", "operator"},
+                      methods={"Credit": {"billing", "marketplace", "operator"},
                                "ReturnConnects": RETURN_CALLERS, "ReverseCredit": {"billing"},
                                # reconciliation reads the whole journal: billing and support only
                                "GetLedgerTotals": {"billing", "operator"}})

@@ -90,9 +90,9 @@ def _deny(caller: str, what: str) -> PermissionDenied:
     return PermissionDenied("CALLER_NOT_ALLOWED", f"caller {caller!r} may not {what}", caller=caller)
 
 
-# Who may ask for returned Connects: the marketplace (it decides a job was cancelled or removed), support
-# operators and tests. Ads and billing may not; the service itself returns through the jobs consumer.
-RETURN_CALLERS = frozenset({"marketplace", "operator", "tests"})
+# Who may ask for returned Connects: the marketplace (it decides a job was cancelled or removed) and support
+# operators. Ads and billing may not; the service itself returns through the jobs consumer.
+RETURN_CALLERS = frozenset({"marketplace", "operator"})
 
 
 def authorize(cmd: AnyCommand, caller: str, hold_reason: SpendReason | None = None) -> None:

@@ -87,6 +87,7 @@ async def connects(create_database, auth_secret, kafka_bootstrap) -> AsyncIterat
     url = create_database("connects_books")
     prefix = unique("books") + "."
     env = {"ADSMON_CONNECTS_DATABASE_URL": url, "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "ADSMON_TRANSPORT": "plaintext",
            "ADSMON_AUTH_SECRET": auth_secret.decode(), "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.3",
            "ADSMON_KAFKA_GROUP_PREFIX": prefix, "ADSMON_KAFKA_TOPIC_PREFIX": prefix,
            "ADSMON_CONNECTS_CONSUME_JOBS": "false"}

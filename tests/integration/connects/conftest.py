@@ -38,7 +38,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def execute_one(uow_factory, cmd, caller="tests", at=None):
+def execute_one(uow_factory, cmd, caller="operator", at=None):
     """One command in its own transaction, retried on a concurrent duplicate like the batcher does."""
     for _ in range(5):
         try:
@@ -133,7 +133,8 @@ def server_engine(server_database_url: str) -> Iterator[Engine]:
 async def server(server_database_url, auth_secret, kafka_bootstrap) -> AsyncIterator[App]:
     """connects on a fresh database, free ports, a fast expiry sweeper and the jobs consumer."""
     env = {"ADSMON_CONNECTS_DATABASE_URL": server_database_url,
-           "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_AUTH_SECRET": auth_secret.decode(),
+           "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap, "ADSMON_TRANSPORT": "plaintext",
+                                                      "ADSMON_AUTH_SECRET": auth_secret.decode(),
            "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "0.5", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
            "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}
     config = ConnectsConfig.from_env(env)

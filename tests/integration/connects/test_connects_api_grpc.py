@@ -53,6 +53,7 @@ def database_url(create_database) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(database_url, auth_secret, kafka_bootstrap, clock):
     env = {"ADSMON_CONNECTS_DATABASE_URL": database_url, "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap,
+           "ADSMON_TRANSPORT": "plaintext",
            "ADSMON_AUTH_SECRET": auth_secret.decode(), "ADSMON_CONNECTS_CONSUME_JOBS": "false",
            "ADSMON_CONNECTS_EXPIRY_INTERVAL_SECONDS": "3600", "ADSMON_KAFKA_GROUP_PREFIX": unique("test") + ".",
            "ADSMON_KAFKA_TOPIC_PREFIX": os.environ["ADSMON_KAFKA_TOPIC_PREFIX"]}

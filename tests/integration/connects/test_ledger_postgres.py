@@ -62,7 +62,7 @@ async def test_64_concurrent_spends_through_several_batchers_exactly_n_succeed(u
         for app in apps:
             await stack.enter_async_context(running(app))
         outs = await asyncio.gather(*(
-            apps[i % 4].ledger.execute(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL), "tests")
+            apps[i % 4].ledger.execute(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL), "operator")
             for i in range(64)))
     assert Counter(o.error.reason if o.error else "OK" for o in outs) == {"OK": n, "INSUFFICIENT_CONNECTS": 24}
     assert_books_balance(engine)
@@ -125,7 +125,7 @@ def test_a_batch_locked_with_its_first_read_answers_replays_new_wallets_and_acco
     batch = [first, c.Spend(unique("r"), a, 5, SpendReason.PROPOSAL),
              c.Credit(unique("r"), b, 20, LotSource.PLAN_GRANT),
              c.Spend(unique("r"), b, 3, SpendReason.PROPOSAL), c.Spend(unique("r"), none, 1, SpendReason.PROPOSAL)]
-    outs = handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in batch], now())
+    outs = handlers.execute(uow_factory(), [Envelope(cmd, "operator") for cmd in batch], now())
     assert [o.replayed for o in outs] == [True, False, False, False, False]
     assert [o.receipt.transaction.available_after for o in outs[:4]] == [90, 85, 20, 17]
     assert outs[4].error is not None and outs[4].error.reason == "INSUFFICIENT_CONNECTS"
@@ -165,7 +165,7 @@ async def test_the_same_request_id_through_several_batchers_is_applied_once(uow_
     async with contextlib.AsyncExitStack() as stack:
         for app in apps:
             await stack.enter_async_context(running(app))
-        outs = await asyncio.gather(*(apps[i % 4].ledger.execute(credit, "tests") for i in range(32)))
+        outs = await asyncio.gather(*(apps[i % 4].ledger.execute(credit, "operator") for i in range(32)))
     assert len({o.receipt.transaction.transaction_id for o in outs}) == 1
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT available FROM wallets WHERE account_id = :a"),
@@ -244,7 +244,7 @@ def test_concurrent_batches_over_overlapping_accounts_in_different_orders_never_
     def apply(order: list[str]):
         cmds = [c.Spend(unique("r"), a, 1, SpendReason.PROPOSAL) for a in order]
         cmds += [c.Credit(unique("r"), a, 2, LotSource.BONUS) for a in reversed(order)]
-        return handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in cmds], now())
+        return handlers.execute(uow_factory(), [Envelope(cmd, "operator") for cmd in cmds], now())
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(apply, batches))  # a deadlock would raise out of execute
@@ -304,9 +304,9 @@ def test_a_batch_refused_command_rolls_back_nothing_of_its_neighbours(uow_factor
     acct = unique("acct")
     fund(uow_factory, acct, 5)
     outs = handlers.execute(SqlAlchemyLedgerUnitOfWork(engine), [
-        Envelope(c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL), "tests"),
-        Envelope(c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL), "tests"),
-        Envelope(c.Credit(unique("r"), acct, 1, LotSource.BONUS), "tests")], now())
+        Envelope(c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL), "operator"),
+        Envelope(c.Spend(unique("r"), acct, 3, SpendReason.PROPOSAL), "operator"),
+        Envelope(c.Credit(unique("r"), acct, 1, LotSource.BONUS), "operator")], now())
     assert [o.error.reason if o.error else "OK" for o in outs] == ["OK", "INSUFFICIENT_CONNECTS", "OK"]
     assert_books_balance(engine)
 
@@ -423,7 +423,7 @@ def test_refused_spends_and_holds_on_unknown_accounts_leave_no_wallet_row(uow_fa
     batch = [c.Spend(unique("r"), ghost, 1, SpendReason.PROPOSAL), c.PlaceHold(unique("r"), ghost, 1,
                                                                                SpendReason.PROPOSAL),
              c.Credit(unique("r"), fresh, 2, LotSource.BONUS), c.Spend(unique("r"), fresh, 1, SpendReason.PROPOSAL)]
-    outs = handlers.execute(uow_factory(), [Envelope(cmd, "tests") for cmd in batch], now())
+    outs = handlers.execute(uow_factory(), [Envelope(cmd, "operator") for cmd in batch], now())
     assert [o.error.reason if o.error else "OK" for o in outs] == ["INSUFFICIENT_CONNECTS"] * 2 + ["OK", "OK"]
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT account_id FROM wallets WHERE account_id IN (:g, :f)"),

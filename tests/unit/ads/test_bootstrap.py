@@ -26,7 +26,8 @@ pytestmark = pytest.mark.asyncio
 async def test_a_bootstrapped_ads_holds_a_bid_in_the_ledger_and_ranks_it(engine: Engine, ledger: FakeConnects,
                                                                           clock: Clock, tmp_path: Path) -> None:
     secret = secrets.token_hex(32)
-    config = AdsConfig.from_env({"ADSMON_AUTH_SECRET": secret, "ADSMON_ADS_CONSUME_JOBS": "false",
+    config = AdsConfig.from_env({"ADSMON_TRANSPORT": "plaintext",
+                                 "ADSMON_AUTH_SECRET": secret, "ADSMON_ADS_CONSUME_JOBS": "false",
                                  "ADSMON_RELAY_IN_PROCESS": "false",
                                  "ADSMON_ADS_DATABASE_URL": f"sqlite:///{tmp_path / 'ads.db'}"})
     config = replace(config, base=replace(config.base, grpc_port=0, metrics_port=0))

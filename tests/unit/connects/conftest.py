@@ -25,13 +25,13 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
 
 
-def run(store: FakeLedgerStore, *cmds: handlers.AnyCommand, caller: str = "tests", now: datetime = NOW,
+def run(store: FakeLedgerStore, *cmds: handlers.AnyCommand, caller: str = "operator", now: datetime = NOW,
         metrics: handlers.Metrics | None = None) -> list[handlers.Outcome]:
     """One batch of commands through the service layer on the fakes."""
     return handlers.execute(store.uow(), [Envelope(cmd, caller) for cmd in cmds], now, metrics)
 
 
-def sql_run(engine: Engine, *cmds: handlers.AnyCommand, caller: str = "tests",
+def sql_run(engine: Engine, *cmds: handlers.AnyCommand, caller: str = "operator",
             now: datetime = NOW) -> list[handlers.Outcome]:
     """One batch of commands through the service layer on the SQL adapter."""
     return handlers.execute(SqlAlchemyLedgerUnitOfWork(engine), [Envelope(cmd, caller) for cmd in cmds], now)
@@ -44,7 +44,7 @@ def ok(outcome: handlers.Outcome) -> handlers.Receipt | None:
 
 
 def run_ok(store: FakeLedgerStore, cmd: handlers.AnyCommand, at: datetime = NOW,
-           caller: str = "tests") -> handlers.Receipt | None:
+           caller: str = "operator") -> handlers.Receipt | None:
     """Run one command that must succeed; its receipt."""
     return ok(run(store, cmd, caller=caller, now=at)[0])
 

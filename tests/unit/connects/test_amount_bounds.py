@@ -63,18 +63,18 @@ async def test_the_maximum_itself_is_accepted_and_the_setting_moves_the_bound():
     store, acct = FakeLedgerStore(), unique("a")
     async with running(app_over(store, max_amount=50)) as app:
         ledger = app.ledger
-        await ledger.mutate(c.Credit(unique("r"), acct, 50, LotSource.BONUS), "tests")
-        held = await ledger.mutate(c.PlaceHold(unique("r"), acct, 20, SpendReason.PROPOSAL), "tests")
-        await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 50), "tests")
+        await ledger.mutate(c.Credit(unique("r"), acct, 50, LotSource.BONUS), "operator")
+        held = await ledger.mutate(c.PlaceHold(unique("r"), acct, 20, SpendReason.PROPOSAL), "operator")
+        await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 50), "operator")
         with pytest.raises(InvalidArgument, match="at most 50"):
-            await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 51), "tests")
+            await ledger.mutate(c.IncreaseHold(unique("r"), held.hold_id, 51), "operator")
         with pytest.raises(InvalidArgument, match="at most 50"):
-            await ledger.mutate(c.Credit(unique("r"), acct, 51, LotSource.BONUS), "tests")
+            await ledger.mutate(c.Credit(unique("r"), acct, 51, LotSource.BONUS), "operator")
     assert (store.wallets[acct].available, store.wallets[acct].held) == (0, 50)
 
 
 def test_the_maximum_is_a_setting_with_a_default_of_a_million():
-    env = {"ADSMON_AUTH_SECRET": "s" * 32}
+    env = {"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET": "s" * 32}
     assert ConnectsConfig.from_env(env).max_amount == 1_000_000
     assert ConnectsConfig.from_env({**env, "ADSMON_CONNECTS_MAX_AMOUNT": "5000"}).max_amount == 5000
     for bad in ("0", str(2**63), "lots"):

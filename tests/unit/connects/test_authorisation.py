@@ -61,9 +61,9 @@ def test_a_proposal_capture_replays_to_any_caller():
     assert again.replayed and again.receipt.transaction.transaction_id == first.transaction.transaction_id
 
 
-@pytest.mark.parametrize(("caller", "allowed"), [("marketplace", True), ("operator", True), ("tests", True),
+@pytest.mark.parametrize(("caller", "allowed"), [("marketplace", True), ("operator", True), ("tests", False),
                                                  ("connects", True), ("ads", False), ("billing", False)])
-def test_only_the_marketplace_operators_tests_and_the_service_may_return_connects(caller, allowed):
+def test_only_the_marketplace_operators_and_the_service_may_return_connects(caller, allowed):
     store, acct = FakeLedgerStore(), unique("a")
     ok(run(store, credit(acct, 10))[0])
     spend = ok(run(store, c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, "job:j"))[0]).transaction

@@ -19,9 +19,9 @@ def test_a_crash_after_save_before_commit_in_a_batch_is_retried_and_every_caller
 
     async def scenario():
         async with running(connects_app(uow_factory, store, clock=lambda: NOW, BATCH_MAX="64")) as app:
-            await app.ledger.mutate(credit(acct, 20), "tests")
+            await app.ledger.mutate(credit(acct, 20), "operator")
             return await asyncio.gather(*(app.ledger.execute(c.PlaceHold(unique("r"), acct, 3,
-                                                                         SpendReason.PROPOSAL), "tests")
+                                                                         SpendReason.PROPOSAL), "operator")
                                           for _ in range(8)))
 
     outs = asyncio.run(scenario())

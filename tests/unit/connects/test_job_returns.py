@@ -59,7 +59,7 @@ def test_the_relay_is_woken_only_after_the_consumers_commit_of_the_returns(engin
     acct, job = unique("a"), unique("job")
     for cmd in (c.Credit(unique("r"), acct, 10, LotSource.BONUS),
                 c.Spend(unique("r"), acct, 4, SpendReason.PROPOSAL, f"job:{job}")):
-        (out,) = handlers.execute(SqlAlchemyLedgerUnitOfWork(engine), [Envelope(cmd, "tests")], NOW)
+        (out,) = handlers.execute(SqlAlchemyLedgerUnitOfWork(engine), [Envelope(cmd, "operator")], NOW)
         assert out.error is None
     before = committed_outbox_rows(db_path)
     seen_at_wake: list[int] = []

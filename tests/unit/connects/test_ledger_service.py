@@ -204,11 +204,11 @@ async def test_batcher_applies_concurrent_duplicates_once_and_answers_both():
     store, acct = FakeLedgerStore(), unique("a")
     async with running(connects_app(store.uow, store, clock=lambda: NOW, BATCH_MAX="64")) as app:
         ledger = app.ledger
-        await ledger.mutate(credit(acct, 100), "tests")
+        await ledger.mutate(credit(acct, 100), "operator")
         spend = c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL)
-        outs = await asyncio.gather(*(ledger.execute(spend, "tests") for _ in range(10)))
+        outs = await asyncio.gather(*(ledger.execute(spend, "operator") for _ in range(10)))
         spends = await asyncio.gather(*(ledger.mutate(c.Spend(unique("r"), acct, 1, SpendReason.PROPOSAL),
-                                                      "tests") for _ in range(50)))
+                                                      "operator") for _ in range(50)))
     assert len({o.receipt.transaction.transaction_id for o in outs}) == 1
     assert sum(o.replayed for o in outs) == 9
     assert len(spends) == 50 and store.wallets[acct].available == 49
@@ -218,8 +218,8 @@ async def test_batcher_retries_a_failed_batch_command_by_command():
     store, acct = FakeLedgerStore(), unique("a")
     uow_factory = FlakyUnitOfWorks(store)
     async with running(connects_app(uow_factory, store, clock=lambda: NOW)) as app:
-        await app.ledger.mutate(credit(acct, 100), "tests")
-        results = await asyncio.gather(*(app.ledger.mutate(credit(acct, 1), "tests") for _ in range(5)))
+        await app.ledger.mutate(credit(acct, 100), "operator")
+        results = await asyncio.gather(*(app.ledger.mutate(credit(acct, 1), "operator") for _ in range(5)))
     assert uow_factory.calls >= 3, "the failed unit of work was followed by retries"
     assert len(results) == 5 and store.wallets[acct].available == 105
 

@@ -97,7 +97,8 @@ def test_sums_past_int64_are_exact_on_sqlite_and_refused_as_out_of_range_not_ove
     # A journal written before amounts were bounded: two maximal credits (the handlers take them).
     for acct in (unique("a"), unique("b")):
         (out,) = handlers.execute(SqlAlchemyLedgerUnitOfWork(sqlite_engine),
-                                  [Envelope(c.Credit(unique("r"), acct, MAX_CONNECTS, LotSource.BONUS), "tests")], T0)
+                                  [Envelope(c.Credit(unique("r"), acct, MAX_CONNECTS, LotSource.BONUS), "operator")],
+                                  T0)
         assert out.error is None
     sql = SqlAlchemyLedgerQueries(sqlite_engine)
     totals = sql.ledger_totals(T0, T0 + H)

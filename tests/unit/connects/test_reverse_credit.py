@@ -26,7 +26,7 @@ def purchase(store, account, amount):
 
 
 def spend(store, account, amount, at=NOW):
-    out = run(store, c.Spend(unique("r"), account, amount, SpendReason.PROPOSAL, "job:j"), caller="tests", now=at)
+    out = run(store, c.Spend(unique("r"), account, amount, SpendReason.PROPOSAL, "job:j"), caller="operator", now=at)
     assert out.error is None
 
 
@@ -52,7 +52,7 @@ def test_reversing_a_partly_spent_purchase_removes_only_the_unspent_remainder():
 
 def test_other_lots_of_the_wallet_are_not_touched():
     store, acct = FakeLedgerStore(), unique("a")
-    run(store, c.Credit(unique("r"), acct, 10, LotSource.PLAN_GRANT), caller="tests",
+    run(store, c.Credit(unique("r"), acct, 10, LotSource.PLAN_GRANT), caller="operator",
         now=NOW - timedelta(days=1))  # older: spent first
     credit = purchase(store, acct, 20)
     spend(store, acct, 12)  # 10 from the grant, 2 from the purchase
@@ -88,7 +88,7 @@ def test_only_billing_may_reverse_and_only_purchase_credits():
     credit = purchase(store, acct, 20)
     assert run(store, c.ReverseCredit(unique("r"), credit.transaction_id), caller="ads").error.reason == \
         "CALLER_NOT_ALLOWED"
-    grant = run(store, c.Credit(unique("r"), acct, 5, LotSource.PLAN_GRANT), caller="tests").receipt.transaction
+    grant = run(store, c.Credit(unique("r"), acct, 5, LotSource.PLAN_GRANT), caller="operator").receipt.transaction
     assert run(store, c.ReverseCredit(unique("r"), grant.transaction_id)).error.reason == \
         "TRANSACTION_NOT_REVERSIBLE"
     assert run(store, c.ReverseCredit(unique("r"), "nope")).error.reason == "TRANSACTION_NOT_FOUND"

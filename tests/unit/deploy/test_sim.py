@@ -15,6 +15,7 @@ from adsmon.connects.v1 import connects_pb2 as cpb
 from deploy.sim.core import ERROR, NOT_BUILT, OK, REFUSED, Sim, progress_line, run
 from deploy.sim.flows import all_flows
 from services.billing.adapters.sandbox_provider import CARDS
+from services.kit.identities import CallerCredentials
 
 SECRET = b"s" * 32
 
@@ -72,7 +73,7 @@ def unimplemented(method: str, request: Any, metadata: Any) -> Any:
 def make_sim(seed: int, ledger: FakeLedger, published: list[tuple[str, str]], *,
              ads: Callable[[str, Any, Any], Any] = unimplemented) -> Sim:
     channels = {"connects": FakeChannel(ledger), "ads": FakeChannel(ads), "billing": FakeChannel(unimplemented)}
-    return Sim(seed=seed, namespace="t", secret=SECRET, channels=channels,  # type: ignore[arg-type]
+    return Sim(seed=seed, namespace="t", credentials=CallerCredentials(secret=SECRET), channels=channels,  # type: ignore[arg-type]
                publish=lambda key, payload: published.append((key, payload.DESCRIPTOR.name)), accounts=20)
 
 
@@ -132,7 +133,8 @@ def test_a_server_error_is_an_error_with_its_message_on_the_progress_line():
 
 def test_a_kafka_failure_is_counted_not_raised():
     ledger = FakeLedger()
-    sim = Sim(seed=1, namespace="t", secret=SECRET, channels={"connects": FakeChannel(ledger)},  # type: ignore[dict-item]
+    sim = Sim(seed=1, namespace="t", credentials=CallerCredentials(secret=SECRET),
+              channels={"connects": FakeChannel(ledger)},  # type: ignore[dict-item]
               publish=lambda key, payload: (_ for _ in ()).throw(OSError("broker down")), accounts=5)
     (post,) = [f for f in all_flows() if f.name == "jobs_posted"]
     sim.flow = post.name
@@ -165,7 +167,7 @@ class Recorder:
 def record_all(seed: int = 2, events: int = 1500) -> tuple[FakeLedger, Recorder, Recorder]:
     ledger, ads, billing = FakeLedger(), Recorder(apb), Recorder(bpb)
     channels = {"connects": FakeChannel(ledger), "ads": FakeChannel(ads), "billing": FakeChannel(billing)}
-    sim = Sim(seed=seed, namespace="t", secret=SECRET, channels=channels,  # type: ignore[arg-type]
+    sim = Sim(seed=seed, namespace="t", credentials=CallerCredentials(secret=SECRET), channels=channels,  # type: ignore[arg-type]
               publish=lambda key, payload: None, accounts=20)
     steps = iter(range(events))
     run(sim, all_flows(), rate=1e6, duration=None, should_stop=lambda: next(steps, None) is None)

@@ -14,7 +14,7 @@ SECRET = "k" * 40
 
 def load(**env: str) -> ServiceConfig:
     return ServiceConfig.from_env("connects", grpc_port=50051, metrics_port=9101,
-                                  environ={"ADSMON_AUTH_SECRET": SECRET, **env})
+                                  environ={"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET": SECRET, **env})
 
 
 def test_defaults_are_local_and_embedded():
@@ -33,7 +33,7 @@ def test_secret_is_read_from_a_file(tmp_path):
     path = tmp_path / "s"
     path.write_text("f" * 64 + "\n")
     cfg = ServiceConfig.from_env("ads", grpc_port=1, metrics_port=2,
-                                 environ={"ADSMON_AUTH_SECRET_FILE": str(path)})
+                                 environ={"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET_FILE": str(path)})
     assert cfg.auth_secret == b"f" * 64
 
 
@@ -44,8 +44,8 @@ def test_secret_is_read_from_a_file(tmp_path):
     ({"ADSMON_KAFKA_BOOTSTRAP": "localhost"}, "must be host:port"),
     ({"ADSMON_LOG_LEVEL": "loud"}, "is not one of DEBUG"),
     ({"ADSMON_LOG_JSON": "maybe"}, "is not a boolean"),
-    ({"ADSMON_AUTH_SECRET": "short"}, "must be at least 32 bytes"),
-    ({"ADSMON_AUTH_SECRET": ""}, "missing setting ADSMON_CONNECTS_AUTH_SECRET_FILE"),
+    ({"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET": "short"}, "must be at least 32 bytes"),
+    ({"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET": ""}, "missing setting ADSMON_CONNECTS_AUTH_SECRET_FILE"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_setting(env, message):
     with pytest.raises(ConfigError) as err:
@@ -58,7 +58,8 @@ def test_bad_values_fail_with_one_line_naming_the_setting(env, message):
 def test_unreadable_secret_file_names_the_setting_not_the_secret(tmp_path):
     with pytest.raises(ConfigError, match="ADSMON_CONNECTS_AUTH_SECRET_FILE: cannot read secret file"):
         ServiceConfig.from_env("connects", grpc_port=1, metrics_port=2,
-                               environ={"ADSMON_CONNECTS_AUTH_SECRET_FILE": str(tmp_path / "none")})
+                               environ={"ADSMON_TRANSPORT": "plaintext",
+                                        "ADSMON_CONNECTS_AUTH_SECRET_FILE": str(tmp_path / "none")})
 
 
 def test_relays_and_consumers_built_from_config_use_its_namespaces():
