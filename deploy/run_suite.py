@@ -15,6 +15,11 @@ suite is up a child that dies is restarted with exponential backoff (1s, 2s,
 4s ... 30s; reset after a minute of uptime) and the console says so; the
 others keep serving.
 
+Secure by default: the services talk mutual TLS with the development CA's certificates
+(.local/secrets/tls, made by deploy/local/dev-ca.sh if missing; ADSMON_TLS_DIR names another directory),
+and the readiness probes present each service's own certificate. ADSMON_TRANSPORT=plaintext runs them
+with bearer tokens instead (local runs only).
+
 Ports: ADSMON_<SVC>_GRPC_PORT, ADSMON_<SVC>_METRICS_PORT, ADSMON_PROM_PORT.
 """
 
@@ -39,6 +44,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from services.kit import backoff  # noqa: E402
+from services.kit.config import Env, transport_from_env  # noqa: E402
+from services.kit.startup import StartupError  # noqa: E402
+from services.kit.tls import TlsFiles, channel_credentials  # noqa: E402
 
 LOCAL = Path(os.environ.get("ADSMON_LOCAL", ROOT / ".local"))
 SERVICES = {"connects": (50051, 9101), "ads": (50052, 9102), "billing": (50053, 9103)}
@@ -74,8 +82,10 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def grpc_serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+def grpc_serving(port: int, tls: TlsFiles | None = None) -> bool:
+    """The server on `port` answers health SERVING (under mutual TLS presenting `tls`' certificate)."""
+    target = f"127.0.0.1:{port}"
+    with grpc.secure_channel(target, channel_credentials(tls)) if tls else grpc.insecure_channel(target) as ch:
         try:
             reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.RpcError:
@@ -143,8 +153,35 @@ class Child:
         return f"{self.address}  pid {pid}  log {self.log_path}"
 
 
-def service_env(name: str, grpc_port: int, metrics_port: int, connects_port: int) -> dict[str, str]:
+def transport_env(environ: dict[str, str] | None = None, local: Path | None = None) -> dict[str, str]:
+    """The services' transport settings: mutual TLS with the development CA (made in <local>/secrets/tls when
+    missing) unless ADSMON_TRANSPORT=plaintext, or ADSMON_TLS_DIR / ADSMON_<SVC>_TLS_*_FILE name certificates
+    of their own."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("ADSMON_TRANSPORT", "").strip().lower() == "plaintext":
+        return {"ADSMON_TRANSPORT": "plaintext"}
+    if env.get("ADSMON_TLS_DIR") or any("_TLS_" in key and key.endswith("_FILE") for key in env):
+        return {"ADSMON_TRANSPORT": "tls"}
+    tls_dir = (local or LOCAL) / "secrets" / "tls"
+    made = subprocess.run([str(ROOT / "deploy" / "local" / "dev-ca.sh"), str(tls_dir)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        raise SystemExit(f"cannot make the development CA in {tls_dir}: {made.stderr.strip()}")
+    return {"ADSMON_TRANSPORT": "tls", "ADSMON_TLS_DIR": str(tls_dir)}
+
+
+def probe_identity(name: str, env: dict[str, str]) -> TlsFiles | None:
+    """The certificate the readiness probe of `name` presents: the service's own (None on plaintext)."""
+    try:
+        return transport_from_env(Env(name, env), name)[1]
+    except StartupError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+
+
+def service_env(name: str, grpc_port: int, metrics_port: int, connects_port: int,
+                transport: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(transport or {})
     if name != "connects":
         env.setdefault(f"ADSMON_{name.upper()}_CONNECTS_TARGET", f"127.0.0.1:{connects_port}")
     env[f"ADSMON_{name.upper()}_GRPC_PORT"] = str(grpc_port)
@@ -184,12 +221,15 @@ def prometheus_config(ports: dict[str, tuple[int, int]], prom_port: int) -> Path
 def build_children(ports: dict[str, tuple[int, int]], prom_port: int) -> list[Child]:
     logs = LOCAL / "log"
     children = []
+    transport = transport_env()
     for name, (grpc_port, metrics_port) in ports.items():
+        env = service_env(name, grpc_port, metrics_port, ports["connects"][0], transport)
+        tls = probe_identity(name, env)
         children.append(Child(
-            name, [sys.executable, "-m", f"services.{name}"],
-            service_env(name, grpc_port, metrics_port, ports["connects"][0]),
-            logs / f"{name}.log", functools.partial(grpc_serving, grpc_port),
-            f"grpc 127.0.0.1:{grpc_port}  metrics http://127.0.0.1:{metrics_port}/metrics"))
+            name, [sys.executable, "-m", f"services.{name}"], env,
+            logs / f"{name}.log", functools.partial(grpc_serving, grpc_port, tls),
+            f"grpc 127.0.0.1:{grpc_port} ({'mutual TLS' if tls else 'plaintext'})  "
+            f"metrics http://127.0.0.1:{metrics_port}/metrics"))
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("prometheus not found: deploy/local/prometheus.sh install (make run's infra step does it)")
@@ -296,6 +336,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     up = supervisor.start_all()
     if up and not supervisor.stopping:
+        tls = next((c.env.get("ADSMON_TLS_DIR") for c in supervisor.children if c.env.get("ADSMON_TLS_DIR")), None)
+        if tls:
+            log(f"services talk mutual TLS; client certificates for grpcurl and tools in {tls} (README "
+                "\"Talking to a running suite\")")
         log("all up. Watch: `make demo` (traffic), `make snapshot` (dashboards as a PNG), "
             f"Prometheus http://127.0.0.1:{prom_port}. A crashed child is restarted. Ctrl-C stops everything "
             "(then Kafka and PostgreSQL unless KEEP_INFRA=1).")

@@ -39,19 +39,20 @@ class CallerCredentials:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CallerCredentials:
-        """As the services read it: ADSMON_TRANSPORT (tls by default) with ADSMON_TLS_DIR, or plaintext with
-        ADSMON_AUTH_SECRET_FILE (ADSMON_AUTH_SECRET). A missing piece is a StartupError naming it."""
+        """As the services read it: ADSMON_TRANSPORT (tls by default) with ADSMON_TLS_DIR (default
+        <ADSMON_LOCAL>/secrets/tls), or plaintext with ADSMON_AUTH_SECRET or ADSMON_AUTH_SECRET_FILE (default
+        <ADSMON_LOCAL>/secrets/auth_secret). A missing piece is a StartupError naming it."""
         env = os.environ if environ is None else environ
         transport = (env.get("ADSMON_TRANSPORT") or "tls").strip().lower()
         if transport == "plaintext":
-            if path := env.get("ADSMON_AUTH_SECRET_FILE"):
-                try:
-                    return cls(secret=Path(path).read_bytes().strip())
-                except OSError as exc:
-                    raise StartupError(f"ADSMON_AUTH_SECRET_FILE: cannot read {path} ({exc.strerror})") from None
             if value := env.get("ADSMON_AUTH_SECRET"):
                 return cls(secret=value.strip().encode())
-            raise StartupError("plaintext needs ADSMON_AUTH_SECRET_FILE (e.g. .local/secrets/auth_secret)")
+            local = Path(env.get("ADSMON_LOCAL") or ".local")
+            path = env.get("ADSMON_AUTH_SECRET_FILE") or str(local / "secrets" / "auth_secret")
+            try:
+                return cls(secret=Path(path).read_bytes().strip())
+            except OSError as exc:
+                raise StartupError(f"ADSMON_AUTH_SECRET_FILE: cannot read {path} ({exc.strerror})") from None
         if transport != "tls":
             raise StartupError(f"ADSMON_TRANSPORT={transport!r} is not one of tls, plaintext")
         directory = default_tls_dir(env)

@@ -36,6 +36,7 @@ from adsmon.billing.v1 import billing_pb2, billing_pb2_grpc
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from services.kit.clients import sync_channel
+from services.kit.identities import CallerCredentials
 from services.kit.kafka import decode_event
 
 SERVICES = ("connects", "ads", "billing")
@@ -80,7 +81,7 @@ class Target:
     topic_prefix: str
     group_prefix: str
     billing_target: str
-    secret: bytes
+    credentials: CallerCredentials  # the operator's certificate (mutual TLS) or the shared secret (plaintext)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Target:
@@ -92,10 +93,9 @@ class Target:
                 url = f"sqlite:///{local}/{svc}.db"  # `make run`'s default (run_suite.service_env)
             urls[svc] = url
         port = env.get("ADSMON_BILLING_GRPC_PORT", "") or str(DEFAULT_GRPC["billing"])
-        secret_file = env.get("ADSMON_AUTH_SECRET_FILE", str(local / "secrets" / "auth_secret"))
         return cls(urls, env.get("ADSMON_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                    env.get("ADSMON_KAFKA_TOPIC_PREFIX", ""), env.get("ADSMON_KAFKA_GROUP_PREFIX", ""),
-                   f"127.0.0.1:{port}", Path(secret_file).read_bytes().strip())
+                   f"127.0.0.1:{port}", CallerCredentials.from_env(env))
 
 
 def _scalar(conn: sa.Connection, sql: str, **params: object) -> int:
@@ -195,7 +195,9 @@ def check_ads(conn: sa.Connection, holds: dict[str, tuple[str, int]], report: Re
 
 
 def reconcile(target: Target, report: Report) -> None:
-    with sync_channel(target.billing_target, secret=target.secret, caller="operator", default_timeout=30) as ch:
+    creds = target.credentials
+    with sync_channel(target.billing_target, secret=creds.secret, tls=creds.files("operator"), caller="operator",
+                      default_timeout=30) as ch:
         reply = billing_pb2_grpc.BillingServiceStub(ch).Reconcile(
             billing_pb2.ReconcileRequest(request_id=f"chaos-check-{uuid.uuid4().hex}"))
     report.figure("billing reconcile accounts checked", reply.accounts_checked)

@@ -20,16 +20,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf import message as pb_message
 from kafka.errors import KafkaError
 
-from deploy.run_suite import Child, Supervisor, grpc_serving, port_in_use
+from deploy.run_suite import Child, Supervisor, grpc_serving, port_in_use, transport_env
 from deploy.sim.core import Sim, Tally, run
 from deploy.sim.flows import all_flows
 from services.connects.adapters.topics import MARKETPLACE_JOBS
+from services.kit.identities import CallerCredentials, ChannelPool
 from services.kit.kafka import encode_event, make_event, make_producer
+from services.kit.tls import TlsFiles
 from tests.chaos.check import Report, Target, check
 from tests.conftest import ROOT
 
@@ -98,7 +99,7 @@ class Suite:
     infra: Infra
     env: dict[str, str]
     supervisor: Supervisor
-    secret: bytes
+    credentials: CallerCredentials  # the identities' certificates: the suite talks mutual TLS
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -116,7 +117,7 @@ class Suite:
     def wait_serving(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         for name, (grpc_port, _) in PORTS.items():
-            while not grpc_serving(grpc_port):
+            while not grpc_serving(grpc_port, self.credentials.files("operator")):
                 assert time.monotonic() < deadline, f"{name} not serving again after {timeout:.0f}s:\n" \
                     f"{self.child(name).log_tail(20)}"
                 time.sleep(0.5)
@@ -138,7 +139,7 @@ class Traffic:
     """The simulator (seeded) on a thread, against the chaos suite, for `duration` seconds."""
 
     def __init__(self, suite: Suite, seed: int, duration: float, rate: float) -> None:
-        self.channels = {svc: grpc.insecure_channel(f"127.0.0.1:{g}") for svc, (g, _) in PORTS.items()}
+        self.channels = ChannelPool(suite.credentials, {svc: f"127.0.0.1:{g}" for svc, (g, _) in PORTS.items()})
         self.producer = make_producer(suite.env["ADSMON_KAFKA_BOOTSTRAP"], client_id="adsmon-chaos-sim")
         topic = TOPIC_PREFIX + MARKETPLACE_JOBS
 
@@ -146,7 +147,7 @@ class Traffic:
             event = make_event(payload, aggregate_id=key, producer="marketplace")
             self.producer.send(topic, key=key.encode(), value=encode_event(event)).get(timeout=10)
 
-        self.sim = Sim(seed=seed, namespace=f"chaos{seed}-{secrets.token_hex(3)}", secret=suite.secret,
+        self.sim = Sim(seed=seed, namespace=f"chaos{seed}-{secrets.token_hex(3)}", credentials=suite.credentials,
                        channels=self.channels, publish=publish, accounts=60)
         self.tally: Tally | None = None
         self.thread = threading.Thread(target=self._run, args=(duration, rate), name="chaos-sim", daemon=True)
@@ -162,8 +163,7 @@ class Traffic:
             self.producer.close(timeout=15)
         except KafkaError as exc:  # kafka-python's close flushes first and gives up on a batch stuck in retries
             print(f"simulator's producer left unflushed records: {exc}")
-        for ch in self.channels.values():
-            ch.close()
+        self.channels.close()
         t = self.tally
         return {"attempted": t.total(), "succeeded": t.total("ok"), "refused": t.total("refused"),
                 "failed (faults)": t.total("error"), "not built": t.total("not_built"),
@@ -187,6 +187,8 @@ def chaos_suite() -> Iterator[Suite]:
     env.update({"ADSMON_AUTH_SECRET_FILE": str(secret_file), "ADSMON_KAFKA_TOPIC_PREFIX": TOPIC_PREFIX,
                 "ADSMON_KAFKA_GROUP_PREFIX": GROUP_PREFIX, "ADSMON_SHUTDOWN_GRACE_SECONDS": "5",
                 "PYTHONUNBUFFERED": "1", "DB": "postgres",
+                # mutual TLS with a development CA of the chaos suite's own (deploy/local/dev-ca.sh)
+                **transport_env({}, local=LOCAL),
                 # Reconcile leaves out what finished within this window (300 s by default): the checker
                 # waits for in-flight work itself, so the run's own purchases are reconciled too.
                 "ADSMON_BILLING_RECONCILE_SETTLE_SECONDS": "1"})
@@ -204,14 +206,17 @@ def chaos_suite() -> Iterator[Suite]:
                                    "--webhook-url", f"http://127.0.0.1:{WEBHOOK_PORT}/webhooks"],
                       dict(env), LOCAL / "log" / "provider.log", lambda: port_in_use(PROVIDER_PORT),
                       f"http://127.0.0.1:{PROVIDER_PORT}")]
+    credentials = CallerCredentials.from_env(env)
+    assert credentials.transport == "tls", "the chaos suite runs mutual TLS"
     for name, (grpc_port, _) in PORTS.items():
         child_env = dict(env, ADSMON_GRPC_PORT=str(grpc_port), ADSMON_METRICS_PORT=str(PORTS[name][1]))
+        own: TlsFiles | None = credentials.files(name)  # the probe presents the service's own certificate
         children.append(Child(name, [sys.executable, "-m", f"services.{name}"],
-                              child_env, LOCAL / "log" / f"{name}.log", lambda p=grpc_port: grpc_serving(p),
-                              f"grpc 127.0.0.1:{grpc_port}"))
+                              child_env, LOCAL / "log" / f"{name}.log",
+                              lambda p=grpc_port, t=own: grpc_serving(p, t), f"grpc 127.0.0.1:{grpc_port} (mTLS)"))
     supervisor = Supervisor(children)
     assert supervisor.start_all(), "the chaos suite did not start; see " + str(LOCAL / "log")
-    suite = Suite(infra, env, supervisor, secret_file.read_bytes().strip())
+    suite = Suite(infra, env, supervisor, credentials)
     suite.supervise()
     yield suite
     suite.close()

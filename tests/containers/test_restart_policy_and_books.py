@@ -50,7 +50,7 @@ class _Killer:
 def test_a_sigkilled_connects_container_is_restarted_by_its_policy_and_retried_spends_apply_once(
         stack: dict[str, ContainerService], auth_secret: bytes) -> None:
     connects = stack["connects"]
-    token = mint_token(auth_secret, "tests")
+    token = mint_token(auth_secret, "operator")
     md = (("authorization", f"Bearer {token}"),)
     window_start = datetime.now(UTC) - timedelta(seconds=1)
     account = unique("ct-crash")

@@ -79,7 +79,7 @@ def billing_settings(connects: ServiceProcess, sandbox: Sandbox, **extra: str) -
             "ADSMON_BILLING_RENEWAL_RETRY_AFTER_SECONDS": "0.5", **extra}
 
 
-def token(secret: bytes, caller: str = "tests") -> tuple[tuple[str, str]]:
+def token(secret: bytes, caller: str = "operator") -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {mint_token(secret, caller)}"),)
 
 

@@ -98,6 +98,9 @@ def launch(tmp_path_factory, create_database, kafka_bootstrap, secret_file) -> I
             "ADSMON_METRICS_PORT": str(metrics_port),
             f"ADSMON_{name.upper()}_DATABASE_URL": create_database(name),
             "ADSMON_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            # Explicitly plaintext (bearer tokens as the real callers): these tests reach the processes with
+            # tokens; mutual TLS between processes is the chaos suite's and `make run`'s (test_run_suite).
+            "ADSMON_TRANSPORT": "plaintext",
             "ADSMON_AUTH_SECRET_FILE": str(secret_file),
             "ADSMON_SHUTDOWN_GRACE_SECONDS": "5",
             "ADSMON_KAFKA_GROUP_PREFIX": os.environ["ADSMON_KAFKA_GROUP_PREFIX"],

@@ -102,7 +102,7 @@ def services(launch: Callable[..., ServiceProcess]) -> dict[str, ServiceProcess]
 
 @pytest.fixture(scope="module")
 def clients(services: dict[str, ServiceProcess], auth_secret: bytes) -> Iterator[Clients]:
-    metadata = (("authorization", f"Bearer {mint_token(auth_secret, 'tests')}"),)
+    metadata = (("authorization", f"Bearer {mint_token(auth_secret, 'operator')}"),)
     with grpc.insecure_channel(services["ads"].target) as ads_ch, \
             grpc.insecure_channel(services["connects"].target) as connects_ch:
         yield Clients(ads_pb2_grpc.AdsServiceStub(ads_ch), connects_pb2_grpc.ConnectsServiceStub(connects_ch),

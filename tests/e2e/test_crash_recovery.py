@@ -58,7 +58,7 @@ async def spend_all(target: str, token: str, account: str, ids: list[str], *, ki
 
 def test_sigkill_mid_burst_then_retry_applies_every_spend_exactly_once(launch, auth_secret, kafka_bootstrap):
     connects = launch("connects")
-    token = mint_token(auth_secret, "tests")
+    token = mint_token(auth_secret, "operator")
     account = unique("crash")
     with grpc.insecure_channel(connects.target) as ch:
         connects_pb2_grpc.ConnectsServiceStub(ch).Credit(

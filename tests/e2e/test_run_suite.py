@@ -1,4 +1,5 @@
-"""`make run`'s runner: the three services and Prometheus come up; a SIGKILLed service is restarted."""
+"""`make run`'s runner: the three services and Prometheus come up over mutual TLS by default (the development
+CA made under ADSMON_LOCAL); a SIGKILLed service is restarted."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from adsmon.connects.v1 import connects_pb2, connects_pb2_grpc
 
+from deploy.run_suite import grpc_serving
+from services.kit.tls import TlsFiles
 from tests.conftest import ROOT
 from tests.e2e.conftest import free_port
 
@@ -98,13 +103,25 @@ def prometheus_scrapes_the_suite_with_the_project_rules(port: int) -> None:
     assert {"adsmon-slo", "adsmon-slo-burn", "adsmon-targets"} <= groups
 
 
-def test_the_suite_and_prometheus_come_up_and_a_killed_service_comes_back_while_the_others_serve(run_suite):
-    from tests.e2e.conftest import ServiceProcess
+def only_over_mtls(tls_dir: Path, port: int) -> bool:
+    """Serving to a client with the operator's certificate; a plaintext client is refused at the handshake."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError) as plain:
+        connects_pb2_grpc.ConnectsServiceStub(ch).GetBalance(connects_pb2.GetBalanceRequest(account_id="a"),
+                                                             timeout=5)
+    assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
+    return grpc_serving(port, TlsFiles.in_dir(tls_dir, "operator"))
 
+
+def test_the_suite_and_prometheus_come_up_and_a_killed_service_comes_back_while_the_others_serve(
+        run_suite, tmp_path):
     console, ports = run_suite
+    tls_dir = tmp_path / "secrets" / "tls"
     console.wait_for(rf"all up\. .*Prometheus http://127\.0\.0\.1:{ports['prometheus']}")
     console.wait_for(rf"prometheus\s+SERVING\s+http://127\.0\.0\.1:{ports['prometheus']}")
-    pids = {name: int(console.wait_for(rf"{name}\s+SERVING .*pid (\d+)").group(1)) for name in SERVICES}
+    pids = {name: int(console.wait_for(rf"{name}\s+SERVING .*\(mutual TLS\).*pid (\d+)").group(1))
+            for name in SERVICES}
+    console.wait_for(f"services talk mutual TLS; client certificates .* in {re.escape(str(tls_dir))}")
+    assert all(only_over_mtls(tls_dir, ports[name]) for name in SERVICES)
     prometheus_scrapes_the_suite_with_the_project_rules(ports["prometheus"])
 
     mark = len(console.lines)
@@ -113,10 +130,10 @@ def test_the_suite_and_prometheus_come_up_and_a_killed_service_comes_back_while_
     # The others did not stop: same processes, still serving.
     for name in ("ads", "billing"):
         os.kill(pids[name], 0)
-        assert ServiceProcess(name, ports[name], 0, {}, Path("/dev/null")).serving()
+        assert grpc_serving(ports[name], TlsFiles.in_dir(tls_dir, "operator"))
     again = int(console.wait_for(r"connects\s+SERVING again .*pid (\d+)", after=mark).group(1))
     assert again != pids["connects"]
-    assert ServiceProcess("connects", ports["connects"], 0, {}, Path("/dev/null")).serving()
+    assert only_over_mtls(tls_dir, ports["connects"])
     assert console.proc.poll() is None, "run_suite itself must keep running"
 
     console.proc.send_signal(signal.SIGINT)

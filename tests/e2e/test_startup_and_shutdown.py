@@ -26,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 def start(service: str, secret_file, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
-    base.update({"ADSMON_AUTH_SECRET_FILE": str(secret_file), "ADSMON_GRPC_PORT": str(free_port()),
+    base.update({"ADSMON_TRANSPORT": "plaintext", "ADSMON_AUTH_SECRET_FILE": str(secret_file),
+                 "ADSMON_GRPC_PORT": str(free_port()),
                  "ADSMON_METRICS_PORT": str(free_port()),
                  "ADSMON_KAFKA_BOOTSTRAP": os.environ["ADSMON_KAFKA_BOOTSTRAP"]})
     base.update(env)
@@ -138,7 +139,7 @@ async def spend_through_a_sigterm(connects, token: str, account: str, ids: list[
 
 def test_sigterm_with_calls_in_flight_commits_exactly_the_answered_calls(launch, auth_secret):
     connects = launch("connects", ADSMON_SHUTDOWN_GRACE_SECONDS="10")
-    token = mint_token(auth_secret, "tests")
+    token = mint_token(auth_secret, "operator")
     account = unique("drain")
     with grpc.insecure_channel(connects.target) as ch:
         connects_pb2_grpc.ConnectsServiceStub(ch).Credit(

@@ -61,9 +61,9 @@ SEEN: dict[str, SeenValues] = {name: SeenValues() for name in SERVICES}
 
 
 def allowed_caller(policy: Policy, method: str) -> str:
-    """A caller the method's policy lets in (the tests identity where allowed, else the first by name)."""
+    """A caller the method's policy lets in (the operator where allowed, else the first by name)."""
     allowed = policy.methods.get(method, policy.default)
-    return "tests" if "tests" in allowed else sorted(allowed)[0]
+    return "operator" if "operator" in allowed else sorted(allowed)[0]
 
 
 @pytest.fixture(scope="module")

@@ -129,7 +129,7 @@ def test_bad_job_records_go_to_the_dlq_with_their_error_and_both_consumers_keep_
         [x.error for x in ads_letters]
     connects_letters = [x for x in letters if x.consumer_group == groups[1]]
     assert len(connects_letters) >= 5, "text, JSON, random, oversized and foreign records are undecodable"
-    with sync_channel(consuming["ads"].target, secret=auth_secret, caller="tests") as ch:
+    with sync_channel(consuming["ads"].target, secret=auth_secret, caller="operator") as ch:
         auction = ads_pb2_grpc.AdsServiceStub(ch).GetAuction(ads_pb2.GetAuctionRequest(job_id=job_id), timeout=10)
     assert auction.auction.job_id == job_id, "the good record after the bad ones was applied"
 

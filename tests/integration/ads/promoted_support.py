@@ -91,7 +91,7 @@ async def promoted_replica(engine: Engine, secret: bytes, connects: AbstractConn
     server = Server(app)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
-    md = (("authorization", f"Bearer {mint_token(secret, 'tests')}"),)
+    md = (("authorization", f"Bearer {mint_token(secret, 'marketplace')}"),)
     try:
         yield Replica(servicer, server, channel, ads_pb2_grpc.AdsServiceStub(channel), md)
     finally:

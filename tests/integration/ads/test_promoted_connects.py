@@ -58,7 +58,7 @@ async def test_a_click_spends_the_price_from_the_real_ledger_once(engine, auth_s
                 if p.freelancer_id == poor], "a campaign whose owner cannot pay stops for the day"
     finally:
         client.close()
-    reader, reader_md = ledger(connects.target, auth_secret, "tests")
+    reader, reader_md = ledger(connects.target, auth_secret, "operator")
     assert reader.GetBalance(cpb.GetBalanceRequest(account_id=rich), metadata=reader_md, timeout=10).available == 44
     assert reader.GetBalance(cpb.GetBalanceRequest(account_id=poor), metadata=reader_md, timeout=10).available == 2
     spends = [t for t in reader.ListTransactions(cpb.ListTransactionsRequest(account_id=rich), metadata=reader_md,
