@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.run_suite import grpc_serving, probe_identity
 from tests.conftest import ROOT
 from tests.support import container_stack
 
@@ -55,12 +54,8 @@ class ServiceProcess:
         raise AssertionError(f"{self.name} not SERVING after 45s:\n{self.log_tail()}")
 
     def serving(self) -> bool:
-        with grpc.insecure_channel(self.target) as ch:
-            try:
-                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        """Health SERVING (a service started with ADSMON_TRANSPORT=tls is probed with its own certificate)."""
+        return grpc_serving(self.grpc_port, probe_identity(self.name, self.env) if self.env else None)
 
     def stop(self, timeout: float = 20) -> int:
         if self.proc is None or self.proc.poll() is not None:
