@@ -212,10 +212,13 @@ def transport_from_env(env: Env, name: str) -> tuple[str, TlsFiles | None]:
     if transport == "plaintext":
         return transport, None
     directory = env.str("TLS_DIR", "")
-    paths = {}
-    for setting, default_name in (("CERT", f"{name}.crt"), ("KEY", f"{name}.key"), ("CA", "ca.crt")):
-        paths[setting] = env.str(f"TLS_{setting}_FILE", "") or (str(Path(directory) / default_name)
-                                                                if directory else "")
+
+    def in_dir(file_name: str) -> str:
+        return str(Path(directory) / file_name) if directory else ""
+
+    paths = {"CERT": env.str("TLS_CERT_FILE", "") or in_dir(f"{name}.crt"),
+             "KEY": env.str("TLS_KEY_FILE", "") or in_dir(f"{name}.key"),
+             "CA": env.str("TLS_CA_FILE", "") or in_dir("ca.crt")}
     if not any(paths.values()):
         raise ConfigError(
             f"no TLS certificate for {name}: set ADSMON_TLS_DIR (a directory holding {name}.crt, {name}.key and "

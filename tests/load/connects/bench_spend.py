@@ -102,7 +102,11 @@ def pgbench_tps(db: str, clients: int) -> float:
 
 def spawn(service: str, env: dict[str, str], log_name: str, *args: str, append: bool = False,
           ) -> subprocess.Popen[bytes]:
-    """`python -m services.<service> [args]` with its output in the temp dir's `log_name`."""
+    """`python -m services.<service> [args]` with its output in the temp dir's `log_name`.
+
+    Plaintext explicitly (bearer tokens as the real callers) unless `env` says otherwise: the benchmarks
+    measure the services against plaintext baselines (a bare grpc.aio server, pgbench)."""
+    env = {"ADSMON_TRANSPORT": "plaintext", **env}
     log = open(Path(tempfile.gettempdir()) / log_name, "ab" if append else "wb")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)

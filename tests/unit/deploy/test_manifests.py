@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
 import shutil
 import socket
@@ -142,6 +143,14 @@ def duration_seconds(text: str) -> float:
     return total
 
 
+@pytest.fixture(scope="module")
+def dev_ca(tmp_path_factory) -> Path:
+    """A development CA and identities made by the project's script (stand-ins for mounted certificates)."""
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run([str(DEPLOY / "local" / "dev-ca.sh"), str(directory)], check=True, capture_output=True)
+    return directory
+
+
 def secret_file_for_test(tmp_path: Path, content: str = "x" * 48) -> str:
     path = tmp_path / "auth_secret"
     path.write_text(content)
@@ -247,9 +256,9 @@ def _container(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
     return deployment, pod, container
 
 
-def _k8s_environment(name: str, tmp_path: Path) -> dict[str, str]:
-    """The container's environment as the kubelet would build it; the auth secret file is
-    checked to be a mounted Secret key, then replaced by a local copy for from_env."""
+def _k8s_environment(name: str, tmp_path: Path, dev_ca: Path) -> dict[str, str]:
+    """The container's environment as the kubelet would build it; the auth secret and TLS files are
+    checked to be mounted Secret keys, then replaced by local files (the development CA's) for from_env."""
     _, pod, container = _container(name)
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -274,27 +283,37 @@ def _k8s_environment(name: str, tmp_path: Path) -> dict[str, str]:
     key = next((k for k in (f"ADSMON_{name.upper()}_AUTH_SECRET_FILE", "ADSMON_AUTH_SECRET_FILE")
                 if k in env), None)
     assert key, f"{name}: no AUTH_SECRET_FILE setting"
-    secret_path = Path(env[key])
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounted = None
-    for mount in container.get("volumeMounts", []):
-        volume = volumes[mount["name"]]
-        if "secret" in volume and secret_path.parent == Path(mount["mountPath"]):
-            items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
-            secret = k8s_find("Secret", volume["secret"]["secretName"])
-            secret_key = items.get(secret_path.name, secret_path.name)
-            assert secret_key in secret["stringData"], f"{name}: Secret has no key {secret_key}"
-            mounted = secret["stringData"][secret_key]
-            assert mount.get("readOnly") is True
-    assert mounted is not None, f"{name}: {secret_path} is not a file of a mounted Secret volume"
-    env[key] = secret_file_for_test(tmp_path, mounted)
+    env[key] = secret_file_for_test(tmp_path, _mounted_secret(name, pod, container, Path(env[key]))[1])
+    # Mutual TLS: the certificate, key and CA are keys of this service's own TLS Secret, mounted read-only.
+    assert env.get("ADSMON_TRANSPORT", "tls") == "tls", f"{name}: production pods run mutual TLS"
+    for kind, dev_name in (("CERT", f"{name}.crt"), ("KEY", f"{name}.key"), ("CA", "ca.crt")):
+        setting = f"ADSMON_TLS_{kind}_FILE"
+        assert setting in env, f"{name}: no {setting}"
+        secret_name, _ = _mounted_secret(name, pod, container, Path(env[setting]))
+        assert secret_name == f"adsmon-{name}-tls", f"{name}: {setting} is not from its own TLS Secret"
+        env[setting] = str(dev_ca / dev_name)  # a real PEM file of the same kind for from_env
     return env
 
 
+def _mounted_secret(name: str, pod: dict[str, Any], container: dict[str, Any], path: Path) -> tuple[str, str]:
+    """(Secret name, placeholder value) of the mounted Secret key that `path` is; fails if it is none."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume and path.parent == Path(mount["mountPath"]):
+            items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
+            secret = k8s_find("Secret", volume["secret"]["secretName"])
+            secret_key = items.get(path.name, path.name)
+            assert secret_key in secret["stringData"], f"{name}: Secret has no key {secret_key}"
+            assert mount.get("readOnly") is True
+            return secret["metadata"]["name"], secret["stringData"][secret_key]
+    raise AssertionError(f"{name}: {path} is not a file of a mounted Secret volume")
+
+
 @pytest.mark.parametrize("name", list(PORTS))
-def test_k8s_deployment_config_is_what_the_service_reads(name: str, tmp_path: Path):
+def test_k8s_deployment_config_is_what_the_service_reads(name: str, tmp_path: Path, dev_ca: Path):
     grpc_port, metrics_port = PORTS[name]
-    env = _k8s_environment(name, tmp_path)
+    env = _k8s_environment(name, tmp_path, dev_ca)
     cfg = ServiceConfig.from_env(name, grpc_port=grpc_port, metrics_port=metrics_port, environ=env)
     deployment, pod, container = _container(name)
 
@@ -315,11 +334,12 @@ def test_k8s_deployment_config_is_what_the_service_reads(name: str, tmp_path: Pa
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     assert annotations.get("prometheus.io/port") == str(cfg.metrics_port)
 
-    # Probes: native gRPC health on the serving port.
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == cfg.grpc_port, f"{name} {probe}"
-    if "startupProbe" in container:
-        assert container["startupProbe"]["grpc"]["port"] == cfg.grpc_port
+    # Probes: gRPC health on the serving port through the image's health check, which presents the pod's
+    # certificate (kubelet's native gRPC probe cannot do mutual TLS).
+    assert cfg.tls is not None
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == ["python", "/app/healthcheck.py", str(cfg.grpc_port)], (
+            f"{name} {probe}")
 
     # Shutdown: preStop sleep, then SIGTERM -> NOT_SERVING -> drain delay -> grace.
     needed = prestop_sleep_seconds(container) + drain_delay_seconds() + cfg.shutdown_grace_seconds
@@ -397,7 +417,7 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", list(PORTS))
-def test_compose_service_config_is_what_the_service_reads(compose, name: str, tmp_path: Path):
+def test_compose_service_config_is_what_the_service_reads(compose, name: str, tmp_path: Path, dev_ca: Path):
     grpc_port, metrics_port = PORTS[name]
     svc = compose["services"][name]
     env = {k: interpolate(str(v)) for k, v in svc["environment"].items()}
@@ -410,9 +430,16 @@ def test_compose_service_config_is_what_the_service_reads(compose, name: str, tm
     assert compose["secrets"][secret_path.name]["file"] == "../.local/secrets/auth_secret"
     assert "$(LOCAL)/secrets/auth_secret" in (ROOT / "Makefile").read_text()
     env["ADSMON_AUTH_SECRET_FILE"] = secret_file_for_test(tmp_path)
+    # Mutual TLS: the service's certificate and key and the CA, compose secrets from what dev-ca.sh writes.
+    assert env.get("ADSMON_TRANSPORT", "tls") == "tls"
+    for kind, dev_name in (("CERT", f"{name}.crt"), ("KEY", f"{name}.key"), ("CA", "ca.crt")):
+        path = Path(env[f"ADSMON_TLS_{kind}_FILE"])
+        assert path.parent == Path("/run/secrets") and path.name in svc["secrets"]
+        assert compose["secrets"][path.name]["file"] == f"../.local/secrets/tls/{dev_name}"
+        env[f"ADSMON_TLS_{kind}_FILE"] = str(dev_ca / dev_name)
 
     cfg = ServiceConfig.from_env(name, grpc_port=grpc_port, metrics_port=metrics_port, environ=env)
-    assert (cfg.grpc_port, cfg.metrics_port) == (grpc_port, metrics_port)
+    assert (cfg.grpc_port, cfg.metrics_port) == (grpc_port, metrics_port) and cfg.tls is not None
     assert cfg.grpc_host in WILDCARD_HOSTS and cfg.metrics_host in WILDCARD_HOSTS
     published = {int(p.rsplit(":", 1)[1]) for p in svc["ports"]}
     assert published == {cfg.grpc_port, cfg.metrics_port}
@@ -542,9 +569,30 @@ def health_server() -> Iterator[tuple[int, health.HealthServicer]]:
         server.stop(None)
 
 
-def run_healthcheck(port: int) -> int:
-    return subprocess.run([sys.executable, str(DOCKER / "healthcheck.py"), str(port)],
+def run_healthcheck(port: int, **env: str) -> int:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ADSMON_")}
+    environ.update(env or {"ADSMON_TRANSPORT": "plaintext"})
+    return subprocess.run([sys.executable, str(DOCKER / "healthcheck.py"), str(port)], env=environ,
                           capture_output=True, timeout=30, check=False).returncode
+
+
+def test_healthcheck_presents_the_containers_certificate_under_mutual_tls(dev_ca: Path):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    creds = grpc.ssl_server_credentials([((dev_ca / "ads.key").read_bytes(), (dev_ca / "ads.crt").read_bytes())],
+                                        root_certificates=(dev_ca / "ca.crt").read_bytes(), require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        own = {"ADSMON_TLS_CERT_FILE": str(dev_ca / "ads.crt"), "ADSMON_TLS_KEY_FILE": str(dev_ca / "ads.key"),
+               "ADSMON_TLS_CA_FILE": str(dev_ca / "ca.crt")}
+        assert run_healthcheck(port, **own) == 0
+        assert run_healthcheck(port, ADSMON_TRANSPORT="plaintext") == 1, "a plaintext probe got through"
+        assert run_healthcheck(port, ADSMON_TRANSPORT="tls") == 1, "no certificate files: unhealthy, not a crash"
+    finally:
+        server.stop(None)
 
 
 def test_healthcheck_follows_grpc_health(health_server):
