@@ -297,7 +297,8 @@ def check_events(target: Target, engines: dict[str, sa.Engine], report: Report) 
 # -- the whole check -----------------------------------------------------------------------------------
 
 def settled(engines: dict[str, sa.Engine], target: Target) -> bool:
-    """Nothing in flight: outboxes relayed, consumers caught up, no purchase or settlement step pending."""
+    """Nothing in flight: outboxes relayed, consumers caught up, no purchase, settlement step or badge charge
+    pending (a charge claimed by a replica that was killed waits out its claim before another takes it)."""
     try:
         for engine in engines.values():
             with engine.connect() as conn:
@@ -308,6 +309,8 @@ def settled(engines: dict[str, sa.Engine], target: Target) -> bool:
                 return False
         with engines["ads"].connect() as conn:
             if _scalar(conn, "SELECT count(*) FROM ads_settlement_steps WHERE status <> 'DONE'"):
+                return False
+            if _scalar(conn, "SELECT count(*) FROM ads_badge_charges WHERE status = 'PENDING'"):
                 return False
         return not any(consumer_lag(target.kafka_bootstrap, target.group_prefix).values())
     except Exception:  # a service or broker still coming back: not settled yet
