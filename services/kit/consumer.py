@@ -109,7 +109,7 @@ def _is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, errors.DomainError) and not isinstance(exc, errors.Unavailable | errors.Aborted)
 
 
-def _is_infrastructure(exc: BaseException) -> bool:
+def is_infrastructure(exc: BaseException) -> bool:
     """The database or a dependency is down: wait for it, never blame the event."""
     if isinstance(exc, errors.Unavailable):
         return True
@@ -299,7 +299,7 @@ class IdempotentConsumer(Worker):
                 handle_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
                 if _is_permanent(exc):
                     return self._dead_letter(record, exc, attempts=attempts + 1)
-                if _is_infrastructure(exc):
+                if is_infrastructure(exc):
                     outages += 1
                     if outages == 1:
                         log.warning("consumer %s: infrastructure failure on %s, retrying until it "

@@ -2,10 +2,13 @@
 
 A thin subclass of the kit's idempotent consumer: each poll's records are
 decoded and applied by `apply_ledger_batch` in one database transaction (its
-processed_events rows included); offsets are committed after. If the batch
-fails for any reason, its records go through the kit's per-record path
-instead (`process`: retries, waiting out outages, the DLQ for a poisoned
-record), so one bad record never blocks or loses the others.
+processed_events rows included);
+offsets are committed to Kafka only after. A record that is not a ledger
+event the books can hold is dead-lettered at once and the rest applied as a
+batch. The database being down is waited out and the batch retried. If the
+batch fails for any other reason, its records go through the kit's
+per-record path instead (`process`: retries, the DLQ for the poisoned record
+with its error), so one bad record never blocks or loses the others.
 
 Wiring:
 
@@ -31,9 +34,11 @@ from services.billing.adapters.revenue_events import decode_ledger_event
 from services.billing.adapters.revenue_repository import BooksRepository
 from services.billing.adapters.topics import BILLING_EVENTS as BILLING_TOPIC
 from services.billing.service_layer.revenue import BatchResult, LedgerItem, apply_ledger_batch
+from services.kit import backoff
 from services.kit import consumer as kit_consumer
-from services.kit.consumer import APPLIED, DUPLICATE, IdempotentConsumer, Record
+from services.kit.consumer import APPLIED, DUPLICATE, RETRIED, IdempotentConsumer, Record
 from services.kit.kafka import UndecodableEvent, decode_event, make_consumer
+from services.kit.worker import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -97,31 +102,49 @@ class RevenueConsumer(IdempotentConsumer):
                 items.append(LedgerItem(event.event_id, r.topic, r.partition, r.offset, decode_ledger_event(event)))
             except UndecodableEvent as exc:
                 undecodable.append((r, exc))
+        topic = records[0][1].topic
         started = time.perf_counter()
-        try:
-            with self.engine.begin() as conn:
-                result = apply_ledger_batch(conn, items, group=self.group_id,
-                                            events_topic=self.events_topic)
-        except Exception as exc:
-            log.warning("consumer %s: batch of %d failed, applying record by record: %s", self.group_id,
-                        len(items), kit_consumer.describe_error(exc))
+        result = self._apply_batch(items)
+        if result is None:
             for _, r in records:
                 self.process(r)
         else:
             self._observe(result, wake=True)
             metrics.batch_size.observe(len(items))
-            kit_consumer.handle_seconds.labels(self.service, records[0][1].topic).observe(
-                time.perf_counter() - started)
+            kit_consumer.handle_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
             for outcome, n in ((APPLIED, result.applied), (DUPLICATE, result.duplicates)):
                 if n:
-                    kit_consumer.processed_total.labels(self.service, records[0][1].topic, outcome).inc(n)
+                    kit_consumer.processed_total.labels(self.service, topic, outcome).inc(n)
             for r, error in undecodable:
                 self._dead_letter(r, error, attempts=0)
+        # Offsets only now: every record's effect is committed (or its dead letter written).
         done: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, r in records:
             done[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
         if consumer is not None:
             self._commit(done)
+
+    def _apply_batch(self, items: list[LedgerItem]) -> BatchResult | None:
+        """The batch in one transaction; None if it failed for a reason of its own (a poisoned record: the
+        caller applies the records one by one). The database being down is waited out, the batch retried."""
+        outages = 0
+        while True:
+            if self.stopping:
+                raise Stopped
+            try:
+                with self.engine.begin() as conn:
+                    return apply_ledger_batch(conn, items, group=self.group_id, events_topic=self.events_topic)
+            except Exception as exc:
+                if not kit_consumer.is_infrastructure(exc):
+                    log.warning("consumer %s: batch of %d failed, applying record by record: %s", self.group_id,
+                                len(items), kit_consumer.describe_error(exc))
+                    return None
+                outages += 1
+                if outages == 1:
+                    log.warning("consumer %s: infrastructure failure on a batch of %d, retrying until it "
+                                "recovers: %s", self.group_id, len(items), kit_consumer.describe_error(exc))
+                kit_consumer.processed_total.labels(self.service, self.topics[0], RETRIED).inc()
+                self.sleep(backoff.exponential(self.retry_initial, self.outage_backoff_max, outages))
 
     def _observe(self, result: BatchResult, *, wake: bool) -> None:
         self.applied_total += result.applied
