@@ -1,0 +1,221 @@
+"""The revenue consumer's batches on real PostgreSQL and Kafka: a poison record, a failure mid-batch, a replay.
+
+The ledger events are produced straight to a private topic (the bench's workload: purchases, grants, spends
+from mixed lots, a capture, a return, an expiry); what the books must show is computed from those events here,
+independently of the books' code: every purchased Connect costs 15 cents, so recognised revenue is 15 x the
+purchased Connects spent (net of returns), breakage 15 x those expired.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, timedelta
+
+import pytest
+from adsmon.connects.v1 import connects_pb2 as pb
+from adsmon.events.v1.event_pb2 import DeadLetter
+from kafka import KafkaConsumer
+
+from services.billing.adapters.lookup import SqlAlchemyPurchaseLookup
+from services.billing.adapters.revenue_repository import BooksRepository
+from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
+from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
+from services.billing.domain.revenue import Product
+from services.billing.entrypoints.revenue_consumer import RevenueConsumer
+from services.billing.service_layer import reports
+from services.kit.consumer import PROCESSED
+from services.kit.db import make_engine
+from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_event, make_producer
+from services.kit.outbox import OUTBOX
+from tests.conftest import unique
+from tests.load.billing.bench_revenue import T0, account_events
+from tests.unit.billing.revenue_fakes import Ledger, count, insert_purchase, migrate_books
+
+pytestmark = [pytest.mark.integration]
+
+UNIT = 15
+PRODUCT = {pb.SPEND_REASON_PROPOSAL: Product.PROPOSALS, pb.SPEND_REASON_BOOST: Product.BOOSTS,
+           pb.SPEND_REASON_BADGE: Product.BADGE, pb.SPEND_REASON_PROMOTED_PROFILE: Product.PROMOTED_PROFILES}
+ACCOUNTS = 30
+
+
+@pytest.fixture
+def books(create_database):
+    engine = make_engine(create_database("billing_batches"), pool_size=4)
+    migrate_books(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def topic(kafka_bootstrap):
+    prefix = unique("batches") + "."
+    ensure_topics(kafka_bootstrap, {prefix + LEDGER_TOPIC: 3, dlq_topic(prefix + LEDGER_TOPIC): 1})
+    return prefix
+
+
+def workload(engine):
+    ledger, msgs = Ledger(), []
+    for i in range(ACCOUNTS):
+        events, purchases = account_events(ledger, i)
+        msgs.extend(events)
+        for pid, account, connects in purchases:
+            insert_purchase(engine, pid, account, connects, UNIT * connects)
+    return msgs
+
+
+def expected(msgs) -> dict[str, object]:
+    """The report's figures from the ledger events alone."""
+    by_id = {m.transaction_id: m for m in msgs}
+
+    def purchased(m) -> int:
+        return sum(lm.amount for lm in m.lot_movements if lm.origin_source == pb.LOT_SOURCE_PURCHASE)
+
+    spent: dict[Product, int] = defaultdict(int)
+    for m in msgs:
+        if m.kind in (pb.TRANSACTION_KIND_SPEND, pb.TRANSACTION_KIND_CAPTURE):
+            spent[PRODUCT[m.spend_reason]] += purchased(m)
+        elif m.kind == pb.TRANSACTION_KIND_RETURN:
+            spent[PRODUCT[by_id[m.returned_transaction_id].spend_reason]] -= purchased(m)
+    bought = sum(m.amount for m in msgs if m.kind == pb.TRANSACTION_KIND_CREDIT and m.source == pb.LOT_SOURCE_PURCHASE)
+    expired = sum(purchased(m) for m in msgs if m.kind == pb.TRANSACTION_KIND_EXPIRE)
+    return {"cash": UNIT * bought, "recognised": {p: UNIT * n for p, n in spent.items() if n},
+            "breakage": UNIT * expired, "deferred": UNIT * (bought - sum(spent.values()) - expired)}
+
+
+def report_of(engine) -> dict[str, object]:
+    r = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0 - timedelta(days=1),
+                               T0 + timedelta(days=2))
+    return {"cash": r.cash_received, "recognised": {p: v for p, (_, v) in r.recognised.items() if v},
+            "breakage": r.breakage, "deferred": r.deferred_closing}
+
+
+def books_state(engine) -> tuple[int, ...]:
+    with engine.connect() as conn:
+        deferred = BooksRepository(conn).deferred()
+    return (*[count(engine, t) for t in (revenue_transactions, revenue_lots, revenue_entries, OUTBOX)], *deferred)
+
+
+def produce(bootstrap: str, topic: str, msgs, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    producer = make_producer(bootstrap, client_id="batches-test")
+    for m in msgs:
+        event = make_event(m, m.account_id, "connects", occurred_at=m.occurred_at.ToDatetime(tzinfo=UTC))
+        producer.send(topic, key=m.account_id.encode(), value=encode_event(event))
+    for key, value in extra:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def consume(engine, bootstrap: str, prefix: str, want: int, group: str | None = None, **options) -> RevenueConsumer:
+    """A consumer that has resolved `want` records (applied, duplicate or dead-lettered), then stopped."""
+    consumer = RevenueConsumer(engine, bootstrap, group or unique("revenue"), [LEDGER_TOPIC], service="billing-batches",
+                               topic_prefix=prefix, poll_timeout_ms=200, retry_initial=0.01, **options)
+    seen = 0
+    real = consumer.apply_records
+
+    def counting(records, kafka):  # type: ignore[no-untyped-def]
+        nonlocal seen
+        real(records, kafka)
+        seen += len(records)
+
+    consumer.apply_records = counting  # type: ignore[method-assign]
+    consumer.start()
+    try:
+        deadline = time.monotonic() + 90
+        while seen < want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen >= want, f"resolved {seen} of {want} records"
+    finally:
+        consumer.stop()
+    return consumer
+
+
+def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
+    reader = KafkaConsumer(dlq_topic(topic), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                           enable_auto_commit=False, consumer_timeout_ms=3000, group_id=None)
+    letters = []
+    for r in reader:
+        letter = DeadLetter()
+        letter.ParseFromString(r.value)
+        letters.append(letter)
+    reader.close()
+    return letters
+
+
+def test_a_poison_record_in_a_batch_is_dead_lettered_with_its_error_and_the_rest_applied(
+        books, topic, kafka_bootstrap):
+    msgs = workload(books)
+    # A record that is no event, one whose ids the books cannot hold, and one that breaks the batch in the
+    # database: a second PURCHASE credit of an existing lot (its revenue_lots row is a conflict).
+    ledger = Ledger()
+    too_long = ledger.credit("acct-x", 5, lot="L" * 80, purchase_id="p0a", at=T0)
+    clash = ledger.credit("acct-0", 5, lot="acct-0-P1", purchase_id="p0a", at=T0 + timedelta(hours=20),
+                          tx_id=uuid.uuid4().hex)
+    bad = [(b"acct-9", b"\xff\x00 not an event"), *[
+        (m.account_id.encode(), encode_event(make_event(m, m.account_id, "connects"))) for m in (too_long, clash)]]
+    produce(kafka_bootstrap, topic + LEDGER_TOPIC, msgs, bad)
+    consumer = consume(books, kafka_bootstrap, topic, len(msgs) + len(bad), max_attempts=2)
+
+    letters = dead_letters(kafka_bootstrap, topic + LEDGER_TOPIC)
+    errors = sorted(letter.error for letter in letters)
+    assert len(letters) == 3
+    assert any("not an adsmon.events.v1.Event" in e for e in errors)
+    assert any("id missing or too long" in e for e in errors)
+    assert any("revenue_lots" in e or "IntegrityError" in e for e in errors)
+    assert consumer.applied_total == len(msgs)
+    assert count(books, revenue_transactions) == len(msgs)
+    assert report_of(books) == expected(msgs)
+
+
+def test_a_failure_after_part_of_a_batch_rolls_it_back_and_each_event_is_applied_once(
+        books, topic, kafka_bootstrap, monkeypatch):
+    msgs = workload(books)
+    produce(kafka_bootstrap, topic + LEDGER_TOPIC, msgs)
+    real_save = BooksRepository.save
+    failures = []
+
+    def save_then_fail(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(self, *args, **kwargs)  # the batch's rows are written in the open transaction ...
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("crash after part of the batch")  # ... and then it fails before the commit
+
+    monkeypatch.setattr(BooksRepository, "save", save_then_fail)
+    group = unique("revenue")
+    consumer = consume(books, kafka_bootstrap, topic, len(msgs), group=group)
+    assert failures == [1]
+    assert consumer.applied_total == len(msgs)
+    assert count(books, revenue_transactions) == count(books, PROCESSED) == len(msgs)
+    assert report_of(books) == expected(msgs)
+
+
+def test_a_consumer_that_stops_before_committing_offsets_reapplies_nothing_after_a_restart(
+        books, topic, kafka_bootstrap, monkeypatch):
+    msgs = workload(books)
+    produce(kafka_bootstrap, topic + LEDGER_TOPIC, msgs)
+    group = unique("revenue")
+    # First run: the books commit, the Kafka offsets never do (as if the process died in between).
+    monkeypatch.setattr(RevenueConsumer, "_commit", lambda self, offsets: None)
+    first = consume(books, kafka_bootstrap, topic, len(msgs), group=group)
+    state = books_state(books)
+    monkeypatch.undo()
+    # Restarted in the same group: every record comes again, and every one is a duplicate.
+    again = consume(books, kafka_bootstrap, topic, len(msgs), group=group)
+    assert first.applied_total == len(msgs) and again.applied_total == 0
+    assert books_state(books) == state
+    assert report_of(books) == expected(msgs)
+
+
+def test_replaying_the_whole_topic_changes_nothing_and_the_report_ties_to_the_ledger(
+        books, topic, kafka_bootstrap):
+    msgs = workload(books)
+    produce(kafka_bootstrap, topic + LEDGER_TOPIC, msgs)
+    first = consume(books, kafka_bootstrap, topic, len(msgs))
+    state, report = books_state(books), report_of(books)
+    replay = consume(books, kafka_bootstrap, topic, len(msgs))  # another group: the whole topic again
+    assert first.applied_total == len(msgs) and replay.applied_total == 0
+    assert books_state(books) == state and report_of(books) == report == expected(msgs)
+    assert report["cash"] == report["deferred"] + report["breakage"] + sum(report["recognised"].values())
