@@ -3,6 +3,8 @@
 Run by `make bench` (tests/load/run_all.py) or directly:
     set -a; source .local/env; set +a; .venv/bin/python tests/load/billing/bench_revenue.py
 
+0. Baseline: a bare kafka-python consumer fetches the same topic (nothing done with the records) before, between
+   and after the consumer's two runs; the median is reported beside them.
 1. Backlog: BENCH_REVENUE_ACCOUNTS (10,000) accounts x 10 ledger events = 100,000 LedgerTransactionRecorded
    (purchase credits, plan grants, spends from mixed lots, a hold captured in part, badge and promoted
    spends, a return, an expiry of partially spent lots) are produced to a fresh topic (3 partitions,
@@ -19,6 +21,7 @@ Run by `make bench` (tests/load/run_all.py) or directly:
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -38,13 +41,13 @@ from services.billing.adapters.revenue_repository import BooksRepository
 from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
 from services.billing.adapters.tables import purchases
 from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
-from services.billing.entrypoints.revenue_consumer import RevenueConsumer
+from services.billing.entrypoints.revenue_consumer import MAX_POLL_RECORDS, RevenueConsumer
 from services.billing.service_layer import reports
 from services.billing.service_layer.reconcile import Reconciler
 from services.billing.service_layer.revenue import LedgerItem, apply_ledger_batch
 from services.kit import bulk
 from services.kit.db import make_engine
-from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_event, make_producer
+from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_consumer, make_event, make_producer
 from services.kit.outbox import OUTBOX
 from tests.unit.billing.revenue_fakes import FakeLedgerTotals, FakeProvider, Ledger, migrate_books
 
@@ -133,6 +136,30 @@ class TimedConsumer(RevenueConsumer):
         return count
 
 
+def bare_fetch(bootstrap: str, topic: str, records: int, timeout: float = 300) -> float:
+    """The baseline: a bare kafka-python consumer (new group, the revenue consumer's fetch settings) reading the
+    same topic and doing nothing with the records; seconds from its first records to `records` fetched."""
+    consumer = make_consumer(bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}", client_id="bench-bare",
+                             max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        while not consumer.partitions_for_topic(topic):
+            time.sleep(0.1)
+        consumer.subscribe([topic])
+        seen, first = 0, None
+        deadline = time.monotonic() + timeout
+        while seen < records and time.monotonic() < deadline:
+            got = consumer.poll(timeout_ms=200)
+            if got and first is None:
+                first = time.perf_counter()
+            seen += sum(len(rs) for rs in got.values())
+        if seen < records:
+            raise RuntimeError(f"bare consumer stuck at {seen} of {records} records")
+        return time.perf_counter() - (first or time.perf_counter())
+    finally:
+        consumer.close(autocommit=False)
+
+
 def state(engine: sa.Engine) -> tuple[int, ...]:
     with engine.connect() as conn:
         counts = tuple(int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
@@ -210,10 +237,15 @@ def run(url: str) -> int:
     produce_s = time.perf_counter() - t
     n = len(events)
 
+    # The bare fetch baseline interleaved with the consumer's runs (before, between, after).
+    bare = [bare_fetch(bootstrap, topic, n)]
     consumer, first_s, first_data_s = catch_up(engine, bootstrap, prefix, n)
     after_first = state(engine)
+    bare.append(bare_fetch(bootstrap, topic, n))
     replay, replay_s, _ = catch_up(engine, bootstrap, prefix, n)
     after_replay = state(engine)
+    bare.append(bare_fetch(bootstrap, topic, n))
+    bare_s = statistics.median(bare)
 
     report = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0 - timedelta(days=1),
                                     T0 + timedelta(days=2))
@@ -244,6 +276,9 @@ def run(url: str) -> int:
         f"= **{eps:,.0f} events/s** | >= {TARGET_EPS:,} events/s {'(met)' if eps >= TARGET_EPS else '(NOT met)'} |",
         f"| the same without the consumer group join (first records to caught up) | {first_data_s:.2f} s "
         f"= {n / first_data_s:,.0f} events/s | |",
+        f"| baseline: bare kafka-python consumer fetching the same topic (median of {len(bare)}, interleaved: "
+        f"{', '.join(f'{x:.2f}' for x in bare)} s) | {bare_s:.2f} s = {n / bare_s:,.0f} records/s | the consumer "
+        f"(first records to caught up) takes {first_data_s / bare_s:.1f}x its time |",
         f"| replay of the whole topic by a second group (all duplicates) | {replay_s:.2f} s "
         f"= {n / replay_s:,.0f} events/s | changes nothing: {'yes' if after_first == after_replay else 'NO'} |",
         f"| report after both passes equals the workload to the cent | {'yes' if got == want else 'NO'} | exact |",
