@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict
 from datetime import UTC, timedelta
 
 import pytest
-from adsmon.connects.v1 import connects_pb2 as pb
 from adsmon.events.v1.event_pb2 import DeadLetter
 from kafka import KafkaConsumer
 
@@ -22,7 +20,6 @@ from services.billing.adapters.lookup import SqlAlchemyPurchaseLookup
 from services.billing.adapters.revenue_repository import BooksRepository
 from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
 from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
-from services.billing.domain.revenue import Product
 from services.billing.entrypoints.revenue_consumer import RevenueConsumer
 from services.billing.service_layer import reports
 from services.kit.consumer import PROCESSED
@@ -30,14 +27,13 @@ from services.kit.db import make_engine
 from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_event, make_producer
 from services.kit.outbox import OUTBOX
 from tests.conftest import unique
+from tests.integration.billing.ledger_figures import purchased_figures
 from tests.load.billing.bench_revenue import T0, account_events
 from tests.unit.billing.revenue_fakes import Ledger, count, insert_purchase, migrate_books
 
 pytestmark = [pytest.mark.integration]
 
 UNIT = 15
-PRODUCT = {pb.SPEND_REASON_PROPOSAL: Product.PROPOSALS, pb.SPEND_REASON_BOOST: Product.BOOSTS,
-           pb.SPEND_REASON_BADGE: Product.BADGE, pb.SPEND_REASON_PROMOTED_PROFILE: Product.PROMOTED_PROFILES}
 ACCOUNTS = 30
 
 
@@ -68,19 +64,7 @@ def workload(engine):
 
 def expected(msgs) -> dict[str, object]:
     """The report's figures from the ledger events alone."""
-    by_id = {m.transaction_id: m for m in msgs}
-
-    def purchased(m) -> int:
-        return sum(lm.amount for lm in m.lot_movements if lm.origin_source == pb.LOT_SOURCE_PURCHASE)
-
-    spent: dict[Product, int] = defaultdict(int)
-    for m in msgs:
-        if m.kind in (pb.TRANSACTION_KIND_SPEND, pb.TRANSACTION_KIND_CAPTURE):
-            spent[PRODUCT[m.spend_reason]] += purchased(m)
-        elif m.kind == pb.TRANSACTION_KIND_RETURN:
-            spent[PRODUCT[by_id[m.returned_transaction_id].spend_reason]] -= purchased(m)
-    bought = sum(m.amount for m in msgs if m.kind == pb.TRANSACTION_KIND_CREDIT and m.source == pb.LOT_SOURCE_PURCHASE)
-    expired = sum(purchased(m) for m in msgs if m.kind == pb.TRANSACTION_KIND_EXPIRE)
+    bought, spent, expired = purchased_figures(msgs)
     return {"cash": UNIT * bought, "recognised": {p: UNIT * n for p, n in spent.items() if n},
             "breakage": UNIT * expired, "deferred": UNIT * (bought - sum(spent.values()) - expired)}
 

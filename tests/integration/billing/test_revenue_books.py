@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 import uuid
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,19 +17,17 @@ from prometheus_client import REGISTRY
 from services.billing.adapters.lookup import SqlAlchemyPurchaseLookup
 from services.billing.adapters.revenue_tables import revenue_entries, revenue_lots, revenue_transactions
 from services.billing.adapters.topics import CONNECTS_LEDGER as LEDGER_TOPIC
-from services.billing.domain.revenue import Product
 from services.billing.service_layer import reports
 from services.kit.kafka import make_producer
 from services.kit.outbox import OUTBOX
 from tests.conftest import unique
 from tests.integration.billing.conftest import Connects, caught_up
+from tests.integration.billing.ledger_figures import purchased_figures
 from tests.unit.billing.revenue_fakes import count, insert_purchase
 
 pytestmark = [pytest.mark.integration]
 
 UNIT = 15
-PRODUCT = {pb.SPEND_REASON_PROPOSAL: Product.PROPOSALS, pb.SPEND_REASON_BOOST: Product.BOOSTS,
-           pb.SPEND_REASON_BADGE: Product.BADGE, pb.SPEND_REASON_PROMOTED_PROFILE: Product.PROMOTED_PROFILES}
 
 
 class Workload:
@@ -119,19 +116,7 @@ async def ledger_says(c: Connects, accounts: list[str]) -> dict[str, object]:
             token = page.next_page_token
             if not token:
                 break
-    by_id = {t.transaction_id: t for t in txs}
-
-    def purchased(t: pb.LedgerTransaction) -> int:
-        return sum(m.amount for m in t.lot_movements if m.origin_source == pb.LOT_SOURCE_PURCHASE)
-
-    bought = sum(t.amount for t in txs if t.kind == pb.TRANSACTION_KIND_CREDIT and t.source == pb.LOT_SOURCE_PURCHASE)
-    spent: dict[Product, int] = defaultdict(int)
-    for t in txs:
-        if t.kind in (pb.TRANSACTION_KIND_SPEND, pb.TRANSACTION_KIND_CAPTURE):
-            spent[PRODUCT[t.spend_reason]] += purchased(t)
-        elif t.kind == pb.TRANSACTION_KIND_RETURN:
-            spent[PRODUCT[by_id[t.returned_transaction_id].spend_reason]] -= purchased(t)
-    expired = sum(purchased(t) for t in txs if t.kind == pb.TRANSACTION_KIND_EXPIRE)
+    bought, spent, expired = purchased_figures(txs)
     kinds = {t.kind for t in txs}
     return {"bought": bought, "spent": dict(spent), "expired": expired, "kinds": kinds, "count": len(txs)}
 
