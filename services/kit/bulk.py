@@ -122,14 +122,16 @@ class Pipeline:
         self._dbapi = dbapi_conn
         self._sink: Any = None
 
-    def query(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] | None = None, *,
+              row_factory: Any = None) -> Any:
+        """Queue a query; rows are named tuples unless `row_factory` (a psycopg row factory) says otherwise."""
         from psycopg.rows import namedtuple_row
 
-        cur = self._dbapi.cursor(row_factory=namedtuple_row)
+        cur = self._dbapi.cursor(row_factory=row_factory or namedtuple_row)
         cur.execute(sql, params)
         return cur
 
-    def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> None:
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] | None = None) -> None:
         if self._sink is None:
             self._sink = self._dbapi.cursor()
         self._sink.execute(sql, params)

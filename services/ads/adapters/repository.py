@@ -13,7 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from services.ads.adapters.searches import SqlSearchCountRepository
-from services.ads.adapters.tables import auctions, badge_charges, badge_prices, badges, bids, requests, steps
+from services.ads.adapters.statements import Prefetched, Statements
+from services.ads.adapters.tables import TS, auctions, badge_charges, badge_prices, badges, bids, requests, steps
 from services.ads.domain.auction import (
     Auction,
     AuctionStatus,
@@ -80,28 +81,68 @@ def _auction_row(a: Auction) -> dict[str, Any]:
             "close_reason": a.close_reason.value if a.close_reason else None}
 
 
+def _values(table: sa.Table, *, skip: str = "") -> dict[str, Any]:
+    """Every column of `table` (but `skip`) as a bind parameter of its own name and type."""
+    return {c.name: sa.bindparam(c.name, type_=c.type) for c in table.c if c.name != skip}
+
+
+# The statements of the hot paths, built once (compiled once per dialect: statements.py).
+_LOCK_AUCTION = sa.select(auctions).where(auctions.c.job_id == sa.bindparam("job_id")).with_for_update()
+_AUCTION_BIDS = sa.select(bids).where(bids.c.job_id == sa.bindparam("job_id"))
+_AUCTION_WITH_BIDS = (sa.select(auctions, *_BID_COLUMNS)
+                      .select_from(auctions.outerjoin(bids, bids.c.job_id == auctions.c.job_id))
+                      .where(auctions.c.job_id == sa.bindparam("job_id")))
+_INSERT_AUCTION = auctions.insert().values(_values(auctions))
+_UPDATE_AUCTION = (auctions.update().where(auctions.c.job_id == sa.bindparam("key"))
+                   .values(_values(auctions, skip="job_id")))
+_INSERT_BID = bids.insert().values(_values(bids))
+_UPDATE_BID = bids.update().where(bids.c.bid_id == sa.bindparam("key")).values(_values(bids, skip="bid_id"))
+_DELETE_BID = bids.delete().where(bids.c.bid_id == sa.bindparam("key"))
+
+
 class SqlAuctionRepository(ports.AuctionRepository):
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Statements) -> None:
+        self.sql = sql
+        self.conn = sql.conn
         self._loaded: dict[str, dict[str, dict[str, Any]]] = {}  # job -> bid_id -> row as loaded
         self._rows: dict[str, dict[str, Any]] = {}  # job -> auction row as loaded (unchanged rows are not written)
+        self._prefetched: dict[str, tuple[Prefetched, Prefetched]] = {}
+
+    def prefetch(self, job_id: str) -> None:
+        """Queue `get(job_id)`'s locked read for the next round trip (PostgreSQL): the claim of a PlaceBid
+        request carries it."""
+        auction = self.sql.prefetch(_LOCK_AUCTION, {"job_id": job_id})
+        if auction is not None:
+            bid_rows = self.sql.prefetch(_AUCTION_BIDS, {"job_id": job_id})
+            assert bid_rows is not None
+            self._prefetched[job_id] = (auction, bid_rows)
 
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None:
         """The auction and its bids. Locked: the auction row first (FOR UPDATE), then the bids in a second
-        statement, whose snapshot is taken after the lock is granted. (One joined statement would hand back
-        the bids of the snapshot it started with: a transaction that waited for the lock would then miss or
-        overwrite what the lock holder committed, as READ COMMITTED re-checks only the locked row.)
-        Unlocked reads are one joined statement."""
+        statement, whose snapshot is taken after the lock is granted (the two travel in one round trip on
+        PostgreSQL). One joined statement would hand back the bids of the snapshot it started with: a
+        transaction that waited for the lock would then miss or overwrite what the lock holder committed, as
+        READ COMMITTED re-checks only the locked row. Unlocked reads are one joined statement."""
+        params = {"job_id": job_id}
         if lock:
-            row = self.conn.execute(sa.select(auctions).where(auctions.c.job_id == job_id)
-                                    .with_for_update()).mappings().first()
-            if row is None:
+            prefetched = self._prefetched.pop(job_id, None)
+            if prefetched is None:
+                self.prefetch(job_id)
+                prefetched = self._prefetched.pop(job_id, None)
+            if prefetched is not None:
+                if prefetched[0].rows is None:
+                    self.sql.flush()
+                found, bid_rows = prefetched[0].rows, prefetched[1].rows
+            else:
+                found = self.sql.read(_LOCK_AUCTION, params)
+                bid_rows = self.sql.read(_AUCTION_BIDS, params) if found else []
+            assert found is not None and bid_rows is not None
+            if not found:
                 return None
-            loaded = [_bid(r) for r in self.conn.execute(sa.select(bids).where(bids.c.job_id == job_id)).mappings()]
+            row = found[0]
+            loaded = [_bid(r) for r in bid_rows]
         else:
-            joined = auctions.outerjoin(bids, bids.c.job_id == auctions.c.job_id)
-            query = sa.select(auctions, *_BID_COLUMNS).select_from(joined).where(auctions.c.job_id == job_id)
-            rows = self.conn.execute(query).mappings().all()
+            rows = self.sql.read(_AUCTION_WITH_BIDS, params)
             if not rows:
                 return None
             row = rows[0]
@@ -116,17 +157,19 @@ class SqlAuctionRepository(ports.AuctionRepository):
         return auction
 
     def add(self, auction: Auction) -> None:
-        if not insert_new(self.conn, auctions, _auction_row(auction)):
+        row = _auction_row(auction)
+        if self.sql.queued:  # a job whose auction appeared meanwhile fails the flush: RequestInProgress then
+            self.sql.write(_INSERT_AUCTION, row, conflict=lambda: ports.RequestInProgress(f"job:{auction.job_id}"))
+        elif not insert_new(self.conn, auctions, row):
             raise ports.RequestInProgress(f"job:{auction.job_id}")
         self._loaded[auction.job_id] = {}
-        self._rows[auction.job_id] = _auction_row(auction)
+        self._rows[auction.job_id] = row
         self._write_bids(auction)
 
     def save(self, auction: Auction) -> None:
         row = _auction_row(auction)
         if self._rows.get(auction.job_id) != row:
-            self.conn.execute(auctions.update().where(auctions.c.job_id == auction.job_id).values(
-                **{k: v for k, v in row.items() if k != "job_id"}))
+            self.sql.write(_UPDATE_AUCTION, {**row, "key": auction.job_id})
             self._rows[auction.job_id] = row
         self._write_bids(auction)
 
@@ -135,14 +178,13 @@ class SqlAuctionRepository(ports.AuctionRepository):
         now = {b.bid_id: _bid_row(b) for b in auction.bids.values()}
         new = [r for bid_id, r in now.items() if bid_id not in before]
         if new:
-            self.conn.execute(bids.insert(), new)
-        for bid_id, r in now.items():
-            if bid_id in before and before[bid_id] != r:
-                self.conn.execute(bids.update().where(bids.c.bid_id == bid_id).values(
-                    **{k: v for k, v in r.items() if k != "bid_id"}))
-        gone = [bid_id for bid_id in before if bid_id not in now]
+            self.sql.write(_INSERT_BID, new)
+        changed = [{**r, "key": bid_id} for bid_id, r in now.items() if bid_id in before and before[bid_id] != r]
+        if changed:
+            self.sql.write(_UPDATE_BID, changed)
+        gone = [{"key": bid_id} for bid_id in before if bid_id not in now]
         if gone:
-            self.conn.execute(bids.delete().where(bids.c.bid_id.in_(gone)))
+            self.sql.write(_DELETE_BID, gone)
         self._loaded[auction.job_id] = now
 
     def claim_due(self, now: datetime, limit: int) -> list[str]:
@@ -168,15 +210,27 @@ def _step(row: RowMapping) -> SettlementStep:
                           action=StepAction(row["action"]), amount=row["amount"])
 
 
+_INSERT_STEP = steps.insert().values(_values(steps))
+_LOCK_STEP = sa.select(steps.c.status).where(steps.c.bid_id == sa.bindparam("key")).with_for_update()
+_STEP_DONE = (steps.update().where(steps.c.bid_id == sa.bindparam("key"))
+              .values(status="DONE", outcome=sa.bindparam("outcome"), done_at=sa.bindparam("done_at", type_=TS),
+                      last_error=None))
+_STEP_LATER = (steps.update().where(steps.c.bid_id == sa.bindparam("key"))
+               .values(next_attempt_at=sa.bindparam("at", type_=TS), last_error=sa.bindparam("error")))
+_STEP_COLUMNS = [c.name for c in steps.c]
+
+
 class SqlStepRepository(ports.StepRepository):
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Statements) -> None:
+        self.sql = sql
+        self.conn = sql.conn
 
     def add(self, new: list[SettlementStep], now: datetime) -> None:
         if new:
-            self.conn.execute(steps.insert(), [
-                {**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, "action": s.action.value,
-                 "status": "PENDING", "attempts": 0, "next_attempt_at": now, "created_at": now} for s in new])
+            rows = [{**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, "action": s.action.value,
+                     "status": "PENDING", "attempts": 0, "next_attempt_at": now, "created_at": now}
+                    for s in new]
+            self.sql.write(_INSERT_STEP, [{c: r.get(c) for c in _STEP_COLUMNS} for r in rows])
 
     def claim(self, now: datetime, lease: timedelta, limit: int) -> list[ports.ClaimedStep]:
         query = (sa.select(steps).where(steps.c.status == "PENDING", steps.c.next_attempt_at <= now)
@@ -188,17 +242,14 @@ class SqlStepRepository(ports.StepRepository):
         return [ports.ClaimedStep(_step(r), r["attempts"] + 1) for r in rows]
 
     def is_pending(self, bid_id: str) -> bool:
-        status = self.conn.execute(sa.select(steps.c.status).where(steps.c.bid_id == bid_id)
-                                   .with_for_update()).scalar()
-        return status == "PENDING"
+        found = self.sql.read(_LOCK_STEP, {"key": bid_id})
+        return bool(found) and found[0]["status"] == "PENDING"
 
     def done(self, bid_id: str, outcome: str, now: datetime) -> None:
-        self.conn.execute(steps.update().where(steps.c.bid_id == bid_id)
-                          .values(status="DONE", outcome=outcome, done_at=now, last_error=None))
+        self.sql.write(_STEP_DONE, {"key": bid_id, "outcome": outcome, "done_at": now})
 
     def retry_later(self, bid_id: str, error: str, at: datetime) -> None:
-        self.conn.execute(steps.update().where(steps.c.bid_id == bid_id)
-                          .values(next_attempt_at=at, last_error=error[:300]))
+        self.sql.write(_STEP_LATER, {"key": bid_id, "at": at, "error": error[:300]})
 
     def release_unsent_captures(self, job_id: str) -> int:
         result = self.conn.execute(steps.update().where(
@@ -212,25 +263,41 @@ class SqlStepRepository(ports.StepRepository):
         return ports.Backlog(count, aware(oldest))
 
 
+_GET_REQUEST = sa.select(requests).where(requests.c.request_id == sa.bindparam("request_id"))
+_CLAIM_REQUEST = (postgresql.insert(requests).values(_values(requests)).on_conflict_do_nothing()
+                  .returning(requests.c.request_id))  # PostgreSQL: the row count of a pipelined insert
+_COMPLETE_REQUEST = (requests.update().where(requests.c.request_id == sa.bindparam("key"))
+                     .values(status="DONE", answer=sa.bindparam("answer")))
+_FORGET_REQUEST = requests.delete().where(requests.c.request_id == sa.bindparam("key"),
+                                          requests.c.status == "PENDING")
+
+
 class SqlRequestRepository(ports.RequestRepository):
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Statements) -> None:
+        self.sql = sql
+        self.conn = sql.conn
 
     def get(self, request_id: str) -> ports.StoredRequest | None:
-        row = self.conn.execute(sa.select(requests).where(requests.c.request_id == request_id)).mappings().first()
-        if row is None:
+        found = self.sql.read(_GET_REQUEST, {"request_id": request_id})
+        if not found:
             return None
+        row = found[0]
         return ports.StoredRequest(row["method"], row["fingerprint"], row["status"] == "DONE", row["answer"])
 
+    def _insert_new(self, row: dict[str, Any]) -> bool:
+        if self.sql.pg:
+            return bool(self.sql.read(_CLAIM_REQUEST, row))
+        return insert_new(self.conn, requests, row)
+
     def add(self, request_id: str, method: str, fingerprint: str, now: datetime, answer: str | None = None) -> None:
-        if not insert_new(self.conn, requests, {
-                "request_id": request_id, "method": method, "fingerprint": fingerprint,
-                "status": "DONE" if answer is not None else "PENDING", "answer": answer, "created_at": now}):
+        if not self._insert_new({"request_id": request_id, "method": method, "fingerprint": fingerprint,
+                                 "status": "DONE" if answer is not None else "PENDING", "answer": answer,
+                                 "created_at": now}):
             raise ports.RequestInProgress(request_id)
 
     def claim(self, request_id: str, method: str, fingerprint: str, now: datetime) -> ports.StoredRequest | None:
-        if insert_new(self.conn, requests, {"request_id": request_id, "method": method, "fingerprint": fingerprint,
-                                            "status": "PENDING", "answer": None, "created_at": now}):
+        if self._insert_new({"request_id": request_id, "method": method, "fingerprint": fingerprint,
+                             "status": "PENDING", "answer": None, "created_at": now}):
             return None
         stored = self.get(request_id)
         if stored is None:  # recorded and forgotten (a refused attempt) between the two statements
@@ -238,12 +305,10 @@ class SqlRequestRepository(ports.RequestRepository):
         return stored
 
     def complete(self, request_id: str, answer: str) -> None:
-        self.conn.execute(requests.update().where(requests.c.request_id == request_id)
-                          .values(status="DONE", answer=answer))
+        self.sql.write(_COMPLETE_REQUEST, {"key": request_id, "answer": answer})
 
     def forget(self, request_id: str) -> None:
-        self.conn.execute(requests.delete().where(requests.c.request_id == request_id,
-                                                  requests.c.status == "PENDING"))
+        self.sql.write(_FORGET_REQUEST, {"key": request_id})
 
 
 def _badge_row(b: Badge) -> dict[str, Any]:
@@ -362,10 +427,11 @@ class SqlPriceRepository(ports.PriceRepository):
         return bool(result.rowcount)
 
 
-def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
-    uow.auctions = SqlAuctionRepository(conn)
-    uow.steps = SqlStepRepository(conn)
-    uow.requests = SqlRequestRepository(conn)
+def _open_repositories(uow: ports.AdsUnitOfWork, sql: Statements) -> None:
+    conn = sql.conn
+    uow.auctions = SqlAuctionRepository(sql)
+    uow.steps = SqlStepRepository(sql)
+    uow.requests = SqlRequestRepository(sql)
     uow.badges = SqlBadgeRepository(conn)
     uow.charges = SqlChargeRepository(conn)
     uow.prices = SqlPriceRepository(conn)
@@ -373,21 +439,45 @@ def _open_repositories(uow: ports.AdsUnitOfWork, conn: Connection) -> None:
 
 
 class SqlAlchemyAdsUnitOfWork(SqlAlchemyUnitOfWork, ports.AdsUnitOfWork):
+    """On PostgreSQL the repositories' writes and the outbox rows wait for the next read or the COMMIT and
+    travel with it (adapters/statements.py); on SQLite every statement runs at once."""
+
     def __init__(self, engine: Engine, *, after_commit: Callable[[], Any] | None = None) -> None:
         super().__init__(engine, after_commit=after_commit)
+        self.sql: Statements | None = None
 
     def open_repositories(self, conn: Connection) -> None:
-        _open_repositories(self, conn)
+        self.sql = Statements(conn, queue=True)
+        _open_repositories(self, self.sql)
+
+    def publish(self, topic: str, event: Event) -> None:
+        assert self.sql is not None, "the unit of work is used outside its `with` block"
+        self.sql.write_rows(outbox.OUTBOX, outbox.outbox_rows([(topic, event)]))
+        self._published += 1
+
+    def commit(self) -> None:
+        assert self.sql is not None, "the unit of work is used outside its `with` block"
+        self.sql.commit()
+        self.committed = True
+        if self._published and self._after_commit is not None:
+            self._after_commit()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sql is not None:  # what is still queued was never sent: dropped with the rollback
+            self.sql.close()
+            self.sql = None
+        super().__exit__(*exc)
 
 
 class BoundAdsUnitOfWork(ports.AdsUnitOfWork):
     """The repositories over a transaction someone else owns (the idempotent consumer's): `commit` only
-    marks the work done; the owner commits it together with its processed_events row."""
+    marks the work done; the owner commits it together with its processed_events row. Statements run at
+    once (the owner's commit is not ours to carry them)."""
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-        _open_repositories(self, conn)
+        _open_repositories(self, Statements(conn, queue=False))
 
     def publish(self, topic: str, event: Event) -> None:
         outbox.add(self.conn, topic, event)

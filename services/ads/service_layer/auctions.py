@@ -152,7 +152,9 @@ class PendingBid:
 def _begin_bid(uow_factory: UowFactory, cmd: PlaceBid, fp: str, now: datetime, settings: AuctionSettings,
                metrics: Metrics) -> views.PlaceBidResult | PendingBid | None:
     with uow_factory() as uow:
-        # One statement records a new request (PENDING) or finds the first one: no read before the write.
+        # The auction's locked read travels with the claim (one round trip on PostgreSQL); the claim is one
+        # statement that records a new request (PENDING) or finds the first one: no read before the write.
+        uow.auctions.prefetch(cmd.job_id)
         stored = _same_request(uow.requests.claim(cmd.request_id, "PlaceBid", fp, now), cmd.request_id, fp)
         if stored is not None:
             if stored.done and stored.answer:

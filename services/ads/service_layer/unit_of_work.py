@@ -51,9 +51,14 @@ class AuctionRepository(abc.ABC):
     @abc.abstractmethod
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None: ...
 
+    def prefetch(self, job_id: str) -> None:
+        """A hint: `get(job_id)` (locked) follows, so its read may travel with the next statement. Locks are
+        then taken in that statement's round trip, in the order the statements were given."""
+
     @abc.abstractmethod
     def add(self, auction: Auction) -> None:
-        """Insert a new auction (and its bids); raises RequestInProgress if the job's auction appeared meanwhile."""
+        """Insert a new auction (and its bids); raises RequestInProgress if the job's auction appeared meanwhile
+        (at once, or when the unit of work sends its writes: at the latest on commit)."""
 
     @abc.abstractmethod
     def save(self, auction: Auction) -> None: ...

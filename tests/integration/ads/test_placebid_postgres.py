@@ -1,42 +1,27 @@
-"""PlaceBid on PostgreSQL: what it sends to the database, and request_ids recorded exactly once (the
-ON CONFLICT DO NOTHING inserts read their real row count)."""
+"""PlaceBid on PostgreSQL: what it sends to the database (read from libpq's protocol trace, so pipelined
+statements count), and request_ids recorded exactly once (the ON CONFLICT DO NOTHING inserts read their real
+row count)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
 from services.ads.service_layer.auctions import AuctionSettings, PlaceBid, get_auction, place_bid
 from tests.conftest import unique
+from tests.support.pg_wire import wire
 from tests.unit.ads.fakes import FakeConnects
 
 pytestmark = pytest.mark.integration
 SETTINGS = AuctionSettings(placebo_share=0.0)
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[Counter[str]]:
-    counts: Counter[str] = Counter()
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        counts[statement.split(None, 1)[0].upper()] += 1
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield counts
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
 
 
 def funded(*accounts: str) -> FakeConnects:
@@ -46,29 +31,41 @@ def funded(*accounts: str) -> FakeConnects:
     return ledger
 
 
-def test_a_new_bid_on_an_open_auction_takes_nine_statements_in_two_transactions(
+def test_a_new_bid_on_an_open_auction_takes_nine_statements_in_six_round_trips(
         ads_engine: Engine, uow_factory: Callable[[], SqlAlchemyAdsUnitOfWork]) -> None:
     job, a, b = unique("job"), unique("fl"), unique("fl")
     ledger = funded(a, b)
     place_bid(uow_factory, ledger, PlaceBid(unique("r"), job, unique("p"), a, 5), NOW, SETTINGS)
-    with statements(ads_engine) as counts:
+    with wire(ads_engine) as sent:
         result = place_bid(uow_factory, ledger, PlaceBid(unique("r"), job, unique("p"), b, 7), NOW, SETTINGS)
     assert result.bid.rank == 1 and result.bid.state == "HELD"
-    # request claimed, auction locked, its bids read, bid inserted | auction locked, bids read, bid confirmed,
-    # request answered, BidPlaced queued
-    assert counts == Counter({"INSERT": 3, "SELECT": 4, "UPDATE": 2})
+    # BEGIN | auction locked, its bids read, request claimed | bid inserted, COMMIT ||
+    # BEGIN | auction locked, bids read | bid confirmed, request answered, BidPlaced queued, COMMIT
+    assert sent == Counter({"BEGIN": 2, "SELECT": 4, "INSERT": 3, "UPDATE": 2, "COMMIT": 2, "ROUND_TRIPS": 6})
 
 
-def test_a_replayed_bid_is_answered_from_the_stored_request_in_two_statements(
+def test_a_first_bid_on_an_unseen_job_opens_its_auction_in_the_same_round_trips(
+        ads_engine: Engine, uow_factory: Callable[[], SqlAlchemyAdsUnitOfWork]) -> None:
+    job, a = unique("job"), unique("fl")
+    ledger = funded(a)
+    with wire(ads_engine) as sent:
+        place_bid(uow_factory, ledger, PlaceBid(unique("r"), job, unique("p"), a, 5), NOW, SETTINGS)
+    # the auction, its first bid and AuctionOpened go with the first COMMIT; BidPlaced with the second
+    assert sent == Counter({"BEGIN": 2, "SELECT": 4, "INSERT": 5, "UPDATE": 2, "COMMIT": 2, "ROUND_TRIPS": 6})
+    assert [b.bid_connects for b in get_auction(uow_factory, job).bids] == [5]
+
+
+def test_a_replayed_bid_is_answered_from_the_stored_request(
         ads_engine: Engine, uow_factory: Callable[[], SqlAlchemyAdsUnitOfWork]) -> None:
     job, a = unique("job"), unique("fl")
     ledger = funded(a)
     cmd = PlaceBid(unique("r"), job, unique("p"), a, 5)
     first = place_bid(uow_factory, ledger, cmd, NOW, SETTINGS)
-    with statements(ads_engine) as counts:
+    with wire(ads_engine) as sent:
         again = place_bid(uow_factory, ledger, cmd, NOW, SETTINGS)
     assert again == first
-    assert counts == Counter({"INSERT": 1, "SELECT": 1})
+    # BEGIN | auction locked, bids read, claim finds the request | the request read | ROLLBACK
+    assert (sent["INSERT"], sent["SELECT"], sent["UPDATE"], sent["COMMIT"]) == (1, 3, 0, 0)
     assert ledger.held(a) == 5
 
 
