@@ -51,9 +51,10 @@ class AuctionRepository(abc.ABC):
     @abc.abstractmethod
     def get(self, job_id: str, *, lock: bool = True) -> Auction | None: ...
 
+    @abc.abstractmethod
     def prefetch(self, job_id: str) -> None:
-        """A hint: `get(job_id)` (locked) follows, so its read may travel with the next statement. Locks are
-        then taken in that statement's round trip, in the order the statements were given."""
+        """A hint: `get(job_id)` (locked) follows, so its read may travel with the next statement (an adapter
+        may do nothing). Locks are then taken in that statement's round trip, in the order given."""
 
     @abc.abstractmethod
     def add(self, auction: Auction) -> None:
