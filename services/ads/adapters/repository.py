@@ -211,7 +211,9 @@ def _step(row: RowMapping) -> SettlementStep:
 
 
 _INSERT_STEP = steps.insert().values(_values(steps))
-_LOCK_STEP = sa.select(steps.c.status).where(steps.c.bid_id == sa.bindparam("key")).with_for_update()
+_LOCK_PENDING_STEPS = (sa.select(steps.c.bid_id)
+                       .where(steps.c.job_id == sa.bindparam("job_id"), steps.c.status == "PENDING")
+                       .order_by(steps.c.bid_id).with_for_update())
 _STEP_DONE = (steps.update().where(steps.c.bid_id == sa.bindparam("key"))
               .values(status="DONE", outcome=sa.bindparam("outcome"), done_at=sa.bindparam("done_at", type_=TS),
                       last_error=None))
@@ -224,6 +226,7 @@ class SqlStepRepository(ports.StepRepository):
     def __init__(self, sql: Statements) -> None:
         self.sql = sql
         self.conn = sql.conn
+        self._prefetched: dict[str, Prefetched | None] = {}
 
     def add(self, new: list[SettlementStep], now: datetime) -> None:
         if new:
@@ -241,9 +244,19 @@ class SqlStepRepository(ports.StepRepository):
                               .values(next_attempt_at=now + lease, attempts=steps.c.attempts + 1))
         return [ports.ClaimedStep(_step(r), r["attempts"] + 1) for r in rows]
 
-    def is_pending(self, bid_id: str) -> bool:
-        found = self.sql.read(_LOCK_STEP, {"key": bid_id})
-        return bool(found) and found[0]["status"] == "PENDING"
+    def prefetch_pending(self, job_id: str) -> None:
+        self._prefetched[job_id] = self.sql.prefetch(_LOCK_PENDING_STEPS, {"job_id": job_id})
+
+    def pending_of(self, job_id: str) -> set[str]:
+        prefetched = self._prefetched.pop(job_id, None)
+        if prefetched is not None:
+            if prefetched.rows is None:
+                self.sql.flush()
+            rows = prefetched.rows
+        else:
+            rows = self.sql.read(_LOCK_PENDING_STEPS, {"job_id": job_id})
+        assert rows is not None
+        return {r["bid_id"] for r in rows}
 
     def done(self, bid_id: str, outcome: str, now: datetime) -> None:
         self.sql.write(_STEP_DONE, {"key": bid_id, "outcome": outcome, "done_at": now})

@@ -2,7 +2,9 @@
 
 Steps are rows (one per bid, written in the transaction that closed the auction). `settle_due` claims due
 steps (skip locked, with a lease), calls the ledger with the step's derived request id
-(`ads:bid:<bid_id>:capture` / `:release`) and records each answer in the auction's transaction. A crash
+(`ads:bid:<bid_id>:capture` / `:release`) and records each answer in the auction's transaction (the auction
+locked, then its pending steps: a step another replica already recorded is skipped). Auctions settle
+concurrently on the worker's pool, each auction's steps in one task. A crash
 between the ledger's answer and its record replays the same request id after the lease: the ledger
 answers it once, so nothing is captured or released twice, and no step is lost.
 
@@ -65,33 +67,46 @@ def _execute(connects: AbstractConnectsClient, claimed: ClaimedStep, metrics: Me
 def settle_due(uow_factory: UowFactory, connects: AbstractConnectsClient, clock: Callable[[], datetime], *,
                limit: int = 64, lease: timedelta = timedelta(seconds=30), pool: ThreadPoolExecutor | None = None,
                metrics: Metrics | None = None, retry_initial: float = 1.0, retry_max: float = 300.0) -> int:
-    """Claim due steps, run them against the ledger, record the answers. Returns the steps claimed."""
+    """Claim due steps, run them against the ledger, record the answers. Returns the steps claimed.
+
+    With a `pool`, the claimed auctions settle concurrently (at most the pool's size at once): each auction's
+    steps go to the ledger one after the other and are recorded in one transaction of that auction, while
+    other auctions' steps are in flight."""
     metrics = metrics or NoMetrics()
     with uow_factory() as uow:
         claimed = uow.steps.claim(clock(), lease, limit)
         uow.commit()
     if not claimed:
         return 0
-    if pool is not None and len(claimed) > 1:
-        results = list(pool.map(lambda c: _execute(connects, c, metrics), claimed))
+    by_job: dict[str, list[ClaimedStep]] = defaultdict(list)
+    for c in claimed:
+        by_job[c.step.job_id].append(c)
+
+    def settle_auction(job_steps: list[ClaimedStep]) -> None:
+        results = [_execute(connects, c, metrics) for c in job_steps]
+        _record(uow_factory, job_steps[0].step.job_id, results, clock(), metrics, retry_initial, retry_max)
+
+    if pool is not None and len(by_job) > 1:
+        for done in [pool.submit(settle_auction, job_steps) for job_steps in by_job.values()]:
+            done.result()
     else:
-        results = [_execute(connects, c, metrics) for c in claimed]
-    by_job: dict[str, list[StepResult]] = defaultdict(list)
-    for result in results:
-        by_job[result.claimed.step.job_id].append(result)
-    for job_id, job_results in by_job.items():
-        _record(uow_factory, job_id, job_results, clock(), metrics, retry_initial, retry_max)
+        for job_steps in by_job.values():
+            settle_auction(job_steps)
     return len(claimed)
 
 
 def _record(uow_factory: UowFactory, job_id: str, results: list[StepResult], now: datetime, metrics: Metrics,
             retry_initial: float, retry_max: float) -> None:
     with uow_factory() as uow:
+        # the auction locked first (as every writer of its steps does), then its pending steps: one round trip
+        uow.auctions.prefetch(job_id)
+        uow.steps.prefetch_pending(job_id)
         auction = uow.auctions.get(job_id)
         assert auction is not None, f"settlement step of unknown auction {job_id}"
+        pending = uow.steps.pending_of(job_id)
         for r in results:
             step = r.claimed.step
-            if not uow.steps.is_pending(step.bid_id):
+            if step.bid_id not in pending:
                 continue  # another replica recorded it after our lease ran out: same ledger answer
             if r.outcome:
                 uow.steps.done(step.bid_id, r.outcome, now)

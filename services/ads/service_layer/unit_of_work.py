@@ -85,8 +85,12 @@ class StepRepository(abc.ABC):
     def claim(self, now: datetime, lease: timedelta, limit: int) -> list[ClaimedStep]: ...
 
     @abc.abstractmethod
-    def is_pending(self, bid_id: str) -> bool:
-        """Whether the step is still to be confirmed (locks it)."""
+    def prefetch_pending(self, job_id: str) -> None:
+        """A hint: `pending_of(job_id)` follows (see AuctionRepository.prefetch)."""
+
+    @abc.abstractmethod
+    def pending_of(self, job_id: str) -> set[str]:
+        """bid_ids of the auction's steps still to be confirmed, locked until the unit of work ends."""
 
     @abc.abstractmethod
     def done(self, bid_id: str, outcome: str, now: datetime) -> None: ...
