@@ -3,8 +3,9 @@
 Steps are rows (one per bid, written in the transaction that closed the auction). `settle_due` claims due
 steps (skip locked, with a lease), calls the ledger with the step's derived request id
 (`ads:bid:<bid_id>:capture` / `:release`) and records each answer in the auction's transaction (the auction
-locked, then its pending steps: a step another replica already recorded is skipped). Auctions settle
-concurrently on the worker's pool, each auction's steps in one task. A crash
+locked, then its pending steps: a step another replica already recorded is skipped). The ledger calls of
+a batch run concurrently on the worker's pool, across auctions; each auction is recorded once all of its
+claimed steps are back. A crash
 between the ledger's answer and its record replays the same request id after the lease: the ledger
 answers it once, so nothing is captured or released twice, and no step is lost.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -69,9 +70,9 @@ def settle_due(uow_factory: UowFactory, connects: AbstractConnectsClient, clock:
                metrics: Metrics | None = None, retry_initial: float = 1.0, retry_max: float = 300.0) -> int:
     """Claim due steps, run them against the ledger, record the answers. Returns the steps claimed.
 
-    With a `pool`, the claimed auctions settle concurrently (at most the pool's size at once): each auction's
-    steps go to the ledger one after the other and are recorded in one transaction of that auction, while
-    other auctions' steps are in flight."""
+    With a `pool`, every claimed step goes to the ledger concurrently (at most the pool's size at once, across
+    auctions), and each auction's answers are recorded in one transaction as soon as all of its steps are
+    back, while other auctions' steps are still in flight."""
     metrics = metrics or NoMetrics()
     with uow_factory() as uow:
         claimed = uow.steps.claim(clock(), lease, limit)
@@ -82,16 +83,22 @@ def settle_due(uow_factory: UowFactory, connects: AbstractConnectsClient, clock:
     for c in claimed:
         by_job[c.step.job_id].append(c)
 
-    def settle_auction(job_steps: list[ClaimedStep]) -> None:
-        results = [_execute(connects, c, metrics) for c in job_steps]
-        _record(uow_factory, job_steps[0].step.job_id, results, clock(), metrics, retry_initial, retry_max)
+    def record(job_id: str, results: list[StepResult]) -> None:
+        _record(uow_factory, job_id, results, clock(), metrics, retry_initial, retry_max)
 
-    if pool is not None and len(by_job) > 1:
-        for done in [pool.submit(settle_auction, job_steps) for job_steps in by_job.values()]:
-            done.result()
-    else:
-        for job_steps in by_job.values():
-            settle_auction(job_steps)
+    if pool is None or len(claimed) == 1:
+        for job_id, job_steps in by_job.items():
+            record(job_id, [_execute(connects, c, metrics) for c in job_steps])
+        return len(claimed)
+    futures = {pool.submit(_execute, connects, c, metrics): c.step.job_id for c in claimed}
+    waiting = {job_id: len(job_steps) for job_id, job_steps in by_job.items()}
+    answers: dict[str, list[StepResult]] = defaultdict(list)
+    for done in as_completed(futures):
+        job_id = futures[done]
+        answers[job_id].append(done.result())
+        waiting[job_id] -= 1
+        if not waiting[job_id]:
+            record(job_id, answers.pop(job_id))
     return len(claimed)
 
 
