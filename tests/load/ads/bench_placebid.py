@@ -153,7 +153,8 @@ def main() -> int:
                          concurrency=32, **akw)
         stop(ads)
         ads = None
-        took, drained, steps, ads = settle_backlog(urls[1], lambda: start_ads(urls[1], str(secret_file), ctarget, ads_port))
+        took, drained, steps, ads = settle_backlog(
+            urls[1], lambda: start_ads(urls[1], str(secret_file), ctarget, ads_port))
         left_open = open_holds(urls[0])
     finally:
         clean_up([ads, connects, relay], admin, dbs, secret_file)
