@@ -41,13 +41,18 @@ class BidView:
     updated_at: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "placed_at": _iso(self.placed_at), "updated_at": _iso(self.updated_at)}
+        # the fields one by one: dataclasses.asdict deep-copies every value (str, int, datetime here: no need)
+        return {**{f.name: getattr(self, f.name) for f in _BID_FIELDS}, "placed_at": _iso(self.placed_at),
+                "updated_at": _iso(self.updated_at)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BidView:
         placed = _dt(data["placed_at"])
         assert placed is not None
         return cls(**{**data, "placed_at": placed, "updated_at": _dt(data["updated_at"])})
+
+
+_BID_FIELDS = dataclasses.fields(BidView)
 
 
 def bid_view(auction: Auction, bid: Bid) -> BidView:
