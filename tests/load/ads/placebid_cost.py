@@ -4,9 +4,10 @@ from the other processes): the figures a shared 2-core machine can measure repro
     set -a; source .local/env; set +a; .venv/bin/python tests/load/ads/placebid_cost.py [bids]
 
 The use case runs over the real SQLAlchemy unit of work on a scratch database and a fake ledger (so only
-ads' own work is counted); statements are counted by the engine's cursor events, round trips include
-the pool's checkout ping, BEGIN and COMMIT. Prints statements and round trips per new bid, per raise and
-per replay, and the process CPU time per new bid.
+ads' own work is counted). Statements and round trips (waits for the server: BEGIN, each lone statement or
+pipeline flush, COMMIT) are read from libpq's protocol trace (tests/support/pg_wire.py), so statements sent
+through psycopg pipelines count too. Prints them per new bid on an open auction, per first bid on a new
+job, per raise and per replay, and the process CPU time per new bid and per first bid (measured untraced).
 """
 
 from __future__ import annotations
