@@ -171,7 +171,8 @@ class Pipeline:
 @contextmanager
 def pg_pipeline(conn: Connection) -> Iterator[Pipeline]:
     """Queue statements on `conn` (PostgreSQL, psycopg 3) and send them in one round trip when the block ends
-    (the implicit BEGIN of a new transaction included). The server runs them one after the other, each with its
+    (the implicit BEGIN of a new transaction goes first, in a round trip of its own: psycopg syncs it, also in
+    pipeline mode, as libpq's protocol trace shows). The server runs them one after the other, each with its
     own snapshot, as if sent one by one; the first error aborts the rest and is raised like SQLAlchemy's own
     (an OperationalError for a lost connection, which is then invalidated)."""
     import psycopg
