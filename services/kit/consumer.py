@@ -32,7 +32,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import DeadLetter, Event
 from google.protobuf.message import DecodeError
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import exc as sa_exc
@@ -206,11 +206,19 @@ class IdempotentConsumer(Worker):
             for topic in self.topics:
                 if not consumer.partitions_for_topic(topic):
                     raise RuntimeError(f"no partition metadata for topic {topic} yet")
-            consumer.subscribe(self.topics)
+            listener = self.rebalance_listener()
+            if listener is None:
+                consumer.subscribe(self.topics)
+            else:
+                consumer.subscribe(self.topics, listener=listener)
         except Exception:
             consumer.close(autocommit=False)
             raise
         return consumer
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener | None:
+        """A subclass that holds records between polls settles them here before its partitions go."""
+        return None
 
     # -- the loop ----------------------------------------------------------------------------
 

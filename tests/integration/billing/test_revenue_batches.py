@@ -97,21 +97,12 @@ def consume(engine, bootstrap: str, prefix: str, want: int, group: str | None = 
     """A consumer that has resolved `want` records (applied, duplicate or dead-lettered), then stopped."""
     consumer = RevenueConsumer(engine, bootstrap, group or unique("revenue"), [LEDGER_TOPIC], service="billing-batches",
                                topic_prefix=prefix, poll_timeout_ms=200, retry_initial=0.01, **options)
-    seen = 0
-    real = consumer.apply_records
-
-    def counting(records, kafka):  # type: ignore[no-untyped-def]
-        nonlocal seen
-        real(records, kafka)
-        seen += len(records)
-
-    consumer.apply_records = counting  # type: ignore[method-assign]
     consumer.start()
     try:
         deadline = time.monotonic() + 90
-        while seen < want and time.monotonic() < deadline:
+        while consumer.resolved_total < want and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert seen >= want, f"resolved {seen} of {want} records"
+        assert consumer.resolved_total >= want, f"resolved {consumer.resolved_total} of {want} records"
     finally:
         consumer.stop()
     return consumer

@@ -184,3 +184,122 @@ def test_a_chargeback_of_a_fully_spent_purchase_is_a_loss_and_a_statement_line_f
     s = reports.statement(engine, lookup, "a2", T0, later(60))
     assert [(x.kind, x.connects_delta, x.cents, x.reference) for x in s.lines if x.kind == "CHARGEBACK"] == [
         ("CHARGEBACK", 0, 150, "p2")]
+
+
+# -- the pipelined loop: the next poll is decoded while a batch is in its transaction ----------------------------
+
+
+class PollingKafka:
+    """A KafkaConsumer look-alike: `batches` one poll each; commits noted with what the books held at the time."""
+
+    def __init__(self, engine, batches) -> None:
+        self.engine = engine
+        self.batches = list(batches)
+        self.polls = 0
+        self.commits: list[tuple[int, int]] = []  # (next offset committed, processed_events rows then)
+
+    def poll(self, timeout_ms=0):
+        self.polls += 1
+        if self.batches:
+            return {"tp0": [r for _, r in self.batches.pop(0)]}
+        return {}
+
+    def commit(self, offsets):
+        self.commits.append((offsets["tp0"].offset, count(self.engine, PROCESSED)))
+
+    def assignment(self):
+        return set()
+
+
+def pipelined(engine, dlq, kafka):
+    c = RevenueConsumer(engine, "unused:1", "billing-revenue", ["connects.ledger.v1"], service="billing-test",
+                        dlq_producer=dlq, retry_initial=0.0, max_attempts=1)
+    c._consumer = kafka
+    return c
+
+
+def drain(c, want: int) -> None:
+    for _ in range(50):
+        if c.resolved_total >= want and c._in_flight is None:
+            return
+        c.poll_once()
+    raise AssertionError(f"resolved {c.resolved_total} of {want}")
+
+
+def test_pipelined_batches_are_applied_in_order_and_each_offset_committed_after_its_transaction(engine, dlq):
+    _, msgs = workload(engine)
+    recs = records(msgs)
+    kafka = PollingKafka(engine, [recs[:3], recs[3:6], recs[6:]])
+    c = pipelined(engine, dlq, kafka)
+    drain(c, len(msgs))
+    # Every commit came after its batch's rows were written: 3, 6, 8 records, in that order.
+    assert kafka.commits == [(3, 3), (6, 6), (8, 8)]
+    assert c.applied_total == 8
+    r = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0, later(60))
+    assert (r.cash_received, r.breakage, r.deferred_closing) == (750, 105, 525)
+
+
+def test_the_next_batch_is_polled_and_decoded_while_the_previous_is_still_in_its_transaction(engine, dlq, monkeypatch):
+    import threading
+
+    from services.billing.entrypoints import revenue_consumer as module
+    real = module.apply_ledger_batch
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(conn, items, *, group, events_topic):
+        inside.set()
+        assert release.wait(5)
+        return real(conn, items, group=group, events_topic=events_topic)
+
+    monkeypatch.setattr(module, "apply_ledger_batch", slow)
+    _, msgs = workload(engine)
+    recs = records(msgs)
+    kafka = PollingKafka(engine, [recs[:4], recs[4:]])
+    c = pipelined(engine, dlq, kafka)
+    decoded = []
+    real_decode = c._decode
+    c._decode = lambda rs: decoded.append(len(rs)) or real_decode(rs)  # type: ignore[method-assign]
+    assert c.poll_once() == 0  # batch 1 handed to the applier
+    assert inside.wait(5)
+    worker = threading.Thread(target=c.poll_once)  # polls and decodes batch 2, then waits for batch 1
+    worker.start()
+    for _ in range(500):
+        if decoded == [4, 4]:
+            break
+        threading.Event().wait(0.01)
+    assert decoded == [4, 4] and kafka.commits == []  # batch 2 decoded; batch 1 not committed yet
+    release.set()
+    worker.join(5)
+    drain(c, len(msgs))
+    assert kafka.commits == [(4, 4), (8, 8)]
+
+
+def test_a_stop_settles_the_batch_in_flight_and_commits_its_offsets(engine, dlq):
+    _, msgs = workload(engine)
+    kafka = PollingKafka(engine, [records(msgs)])
+    c = pipelined(engine, dlq, kafka)
+    c.poll_once()
+    assert c._in_flight is not None
+    c.teardown()
+    assert kafka.commits == [(8, 8)] and c.resolved_total == 8 and c._applier is None
+
+
+def test_a_rebalance_settles_the_batch_in_flight_before_the_partitions_go(engine, dlq):
+    _, msgs = workload(engine)
+    kafka = PollingKafka(engine, [records(msgs)])
+    c = pipelined(engine, dlq, kafka)
+    c.poll_once()
+    c.rebalance_listener().on_partitions_revoked({"tp0"})
+    assert kafka.commits == [(8, 8)] and c._in_flight is None
+    c.teardown()
+    assert kafka.commits == [(8, 8)]
+
+
+def test_without_the_pipeline_each_poll_is_applied_and_committed_before_the_next(engine, dlq):
+    _, msgs = workload(engine)
+    recs = records(msgs)
+    kafka = PollingKafka(engine, [recs[:5], recs[5:]])
+    c = pipelined(engine, dlq, kafka)
+    c.pipeline = False
+    assert c.poll_once() == 5 and kafka.commits == [(5, 5)]
+    assert c.poll_once() == 3 and kafka.commits == [(5, 5), (8, 8)]
