@@ -32,7 +32,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from adsmon.events.v1.event_pb2 import DeadLetter, Event
 from google.protobuf.message import DecodeError
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import exc as sa_exc
@@ -159,6 +159,7 @@ class IdempotentConsumer(Worker):
         self.dlq_timeout = dlq_timeout
         self._consumer: KafkaConsumer | None = None
         self._next_lag = 0.0
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}  # a refused commit, tried again
         # Keep ids longer than Kafka keeps records (7 days by default): a redelivery is always recognised.
         self.retention = retention
         self.purge_interval = purge_interval
@@ -206,19 +207,11 @@ class IdempotentConsumer(Worker):
             for topic in self.topics:
                 if not consumer.partitions_for_topic(topic):
                     raise RuntimeError(f"no partition metadata for topic {topic} yet")
-            listener = self.rebalance_listener()
-            if listener is None:
-                consumer.subscribe(self.topics)
-            else:
-                consumer.subscribe(self.topics, listener=listener)
+            consumer.subscribe(self.topics)
         except Exception:
             consumer.close(autocommit=False)
             raise
         return consumer
-
-    def rebalance_listener(self) -> ConsumerRebalanceListener | None:
-        """A subclass that holds records between polls settles them here before its partitions go."""
-        return None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -236,7 +229,7 @@ class IdempotentConsumer(Worker):
                     count += 1
         finally:
             # Offsets only of records whose effect is committed (or dead-lettered).
-            if done:
+            if done or self._uncommitted:
                 self._commit(done)
         self._update_lag()
         self._purge_if_due()
@@ -261,12 +254,29 @@ class IdempotentConsumer(Worker):
         return result.rowcount or 0
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit `offsets`, with those of an earlier refused commit whose partitions are still ours.
+
+        A commit is refused while the group rebalances (RebalanceInProgressError, a new generation): the
+        offsets are kept and sent with the next commit (the next poll completes the rejoin), so the records
+        are not re-read for nothing. A partition that went to another consumer meanwhile is dropped from
+        them: its new owner re-reads those records and de-duplicates them.
+        """
         assert self._consumer is not None
+        if self._uncommitted:
+            try:
+                assigned = self._consumer.assignment()
+            except Exception:
+                assigned = set()
+            offsets = {**{tp: om for tp, om in self._uncommitted.items() if tp in assigned}, **offsets}
+            self._uncommitted = {}
+        if not offsets:
+            return
         try:
             self._consumer.commit(offsets)
         except Exception as exc:
-            # E.g. a rebalance took the partition: the new owner re-reads and de-duplicates.
-            log.warning("consumer %s: offset commit failed (records will be re-read and de-duplicated): %s",
+            self._uncommitted = dict(offsets)
+            log.warning("consumer %s: offset commit refused, sent again with the next one (if the partitions "
+                        "move meanwhile, their next owner re-reads and de-duplicates the records): %s",
                         self.group_id, describe_error(exc))
 
     def _update_lag(self) -> None:

@@ -13,10 +13,15 @@ with its error), so one bad record never blocks or loses the others.
 Pipelined: while one batch is in its transaction on the applier thread (most
 of that time waiting for PostgreSQL, the GIL released), the consumer's thread
 polls and decodes the next; batches are still applied one after another, in
-order, and a batch's offsets are committed only after its transaction. A
-rebalance settles the batch in flight before the partitions are revoked, and
-a stop settles it before leaving the group. `pipeline=False` runs the steps
-one after the other (the benchmark compares both).
+order, and a batch's offsets are committed only after its transaction. A stop
+settles the batch in flight before leaving the group. A commit refused while
+the group rebalances is sent again with the next one (kit `_commit`); if the
+partitions moved meanwhile, their next owner re-reads those records, and its
+processed_events inserts wait for the batch's transaction and then skip them.
+(kafka-python 3 runs rebalance listeners on its network thread, where a
+synchronous commit cannot block, so the batch is not settled there.)
+`pipeline=False` runs the steps one after the other (the benchmark compares
+both).
 
 Wiring:
 
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adsmon.events.v1.event_pb2 import Event
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.engine import Connection, Engine
 
@@ -53,6 +58,7 @@ from services.kit.worker import Stopped
 log = logging.getLogger(__name__)
 
 MAX_POLL_RECORDS = 2000
+IN_FLIGHT_POLL_MS = 50  # how long a poll beside a batch in its transaction may wait for records
 
 
 class RevenueConsumer(IdempotentConsumer):
@@ -103,10 +109,15 @@ class RevenueConsumer(IdempotentConsumer):
         if not self.pipeline:
             return self._poll_and_apply()
         in_flight = self._in_flight is not None
-        batches = self._consumer.poll(timeout_ms=0 if in_flight else self.poll_timeout_ms)
+        # Not 0 while a batch is in flight: a poll that may not wait cannot finish a rejoin of the group (its
+        # JoinGroup and SyncGroup round trips), and every commit would be refused until the backlog is drained.
+        batches = self._consumer.poll(timeout_ms=min(self.poll_timeout_ms, IN_FLIGHT_POLL_MS) if in_flight
+                                      else self.poll_timeout_ms)
         records = [(tp, r) for tp, rs in batches.items() for r in rs]
         batch = self._decode(records) if records else None  # overlaps the in-flight batch's database wait
         resolved = self._finish_in_flight()
+        if not resolved and self._uncommitted:
+            self._commit({})  # a commit refused during a rebalance, now that the poll has rejoined
         if batch is not None:
             if self._applier is None:
                 self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.service}-revenue-apply")
@@ -126,6 +137,8 @@ class RevenueConsumer(IdempotentConsumer):
         records = [(tp, r) for tp, rs in batches.items() for r in rs]
         if records:
             self.apply_records(records, self._consumer)
+        elif self._uncommitted:
+            self._commit({})
         self._update_lag()
         self._purge_if_due()
         return len(records)
@@ -152,9 +165,6 @@ class RevenueConsumer(IdempotentConsumer):
             if applier is not None:
                 applier.shutdown(wait=True)
             super().teardown()
-
-    def rebalance_listener(self) -> ConsumerRebalanceListener:
-        return _SettleBeforeRevoke(self)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -251,16 +261,3 @@ class _Batch:
     future: Future[BatchResult | None] | None = None
     seconds: float = 0.0
 
-
-class _SettleBeforeRevoke(ConsumerRebalanceListener):
-    """A rebalance (inside poll, on the consumer's thread) first settles the batch in flight, so the partitions
-    go to their next owner with its offsets committed rather than re-read."""
-
-    def __init__(self, consumer: RevenueConsumer) -> None:
-        self.consumer = consumer
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.consumer._finish_in_flight()
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        pass

@@ -194,3 +194,45 @@ def test_replaying_the_whole_topic_changes_nothing_and_the_report_ties_to_the_le
     assert first.applied_total == len(msgs) and replay.applied_total == 0
     assert books_state(books) == state and report_of(books) == report == expected(msgs)
     assert report["cash"] == report["deferred"] + report["breakage"] + sum(report["recognised"].values())
+
+
+def test_two_consumers_in_one_group_with_a_rebalance_midway_apply_each_event_once(
+        books, topic, kafka_bootstrap, monkeypatch):
+    """Two billing replicas: the second joins while the first is mid-backlog (a rebalance moves partitions,
+    with a batch in flight); together they apply every event once and the report ties to the ledger."""
+    from services.billing.entrypoints import revenue_consumer as module
+    real = module.apply_ledger_batch
+
+    def slowly(conn, items, **kw):  # ~12 s for the backlog alone: the second member has time to join (a few s)
+        time.sleep(0.2)
+        return real(conn, items, **kw)
+
+    monkeypatch.setattr(module, "apply_ledger_batch", slowly)
+    ledger, msgs = Ledger(), []
+    for i in range(300):  # 3,000 events: many small batches on each side of the rebalance
+        events, purchases = account_events(ledger, i)
+        msgs.extend(events)
+        for pid, account, connects in purchases:
+            insert_purchase(books, pid, account, connects, UNIT * connects)
+    produce(kafka_bootstrap, topic + LEDGER_TOPIC, msgs)
+    group = unique("revenue-replicas")
+    members = [RevenueConsumer(books, kafka_bootstrap, group, [LEDGER_TOPIC], service="billing-replicas",
+                               topic_prefix=topic, poll_timeout_ms=200, retry_initial=0.01, max_poll_records=50)
+               for _ in range(2)]
+    members[0].start()
+    try:
+        deadline = time.monotonic() + 60
+        while members[0].resolved_total < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert 0 < members[0].resolved_total < len(msgs), "the second member must join midway"
+        members[1].start()
+        deadline = time.monotonic() + 90
+        while sum(m.applied_total for m in members) < len(msgs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for m in members:
+            m.stop()
+    assert [m.applied_total > 0 for m in members] == [True, True]
+    assert sum(m.applied_total for m in members) == len(msgs)
+    assert count(books, PROCESSED) == len(msgs)
+    assert report_of(books) == expected(msgs)

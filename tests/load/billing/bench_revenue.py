@@ -10,6 +10,9 @@ Run by `make bench` (tests/load/run_all.py) or directly:
    spends, a return, an expiry of partially spent lots) are produced to a fresh topic (3 partitions,
    keyed by account) before the consumer starts. Timed: from the consumer's first poll to the books
    holding every transaction. Target >= 10,000 events/s.
+   Then the same backlog into fresh books by BENCH_REVENUE_MEMBERS (3) consumer processes in one group, as
+   that many billing replicas would run it (each its own interpreter; one per partition): the scale-out
+   figure, with each event applied once and the report to the cent.
 2. Exactly once: a second consumer group replays the whole topic; nothing may change (row counts,
    deferred revenue, outbox), and the report must equal the workload's known totals to the cent.
 3. Reconcile: purchases, PURCHASE credits and provider payments of 100,000 accounts (the books' rows
@@ -46,6 +49,7 @@ from services.billing.service_layer import reports
 from services.billing.service_layer.reconcile import Reconciler
 from services.billing.service_layer.revenue import LedgerItem, apply_ledger_batch
 from services.kit import bulk
+from services.kit.config import ServiceConfig
 from services.kit.db import make_engine
 from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_consumer, make_event, make_producer
 from services.kit.outbox import OUTBOX
@@ -56,6 +60,9 @@ RECONCILE_ACCOUNTS = int(os.environ.get("BENCH_RECONCILE_ACCOUNTS", "100000"))
 TARGET_EPS = 10_000
 # 0: the consumer polls, decodes and applies one batch after the other (the comparison for the pipelined loop).
 PIPELINE = os.environ.get("BENCH_REVENUE_PIPELINE", "1") != "0"
+# Members of the consumer group in the scale-out pass (billing replicas, one process each; the topic has 3
+# partitions, so more than 3 would sit idle). 0 or 1: no such pass.
+MEMBERS = int(os.environ.get("BENCH_REVENUE_MEMBERS", "3"))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 P, G = pb.LOT_SOURCE_PURCHASE, pb.LOT_SOURCE_PLAN_GRANT
 # What one account's ten events recognise (USD cents): see account_events.
@@ -162,6 +169,16 @@ def bare_fetch(bootstrap: str, topic: str, records: int, timeout: float = 300) -
         consumer.close(autocommit=False)
 
 
+def figures(engine: sa.Engine) -> dict[str, int]:
+    """The revenue report's totals over the workload's whole period."""
+    report = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0 - timedelta(days=1),
+                                    T0 + timedelta(days=2))
+    by = {p.value.lower(): v for p, (_, v) in report.recognised.items()}
+    return {"cash": report.cash_received, "boosts": by.get("boosts", 0), "badge": by.get("badge", 0),
+            "promoted": by.get("promoted_profiles", 0), "proposals": by.get("proposals", 0),
+            "breakage": report.breakage, "deferred": report.deferred_closing}
+
+
 def state(engine: sa.Engine) -> tuple[int, ...]:
     with engine.connect() as conn:
         counts = tuple(int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
@@ -186,6 +203,68 @@ def catch_up(engine: sa.Engine, bootstrap: str, prefix: str, records: int,
         raise RuntimeError(f"consumer stuck at {consumer.seen} of {records} records")
     finally:
         consumer.stop()
+
+
+def _member(index: int, url: str, bootstrap: str, prefix: str, group: str, switch_ms: float,
+            progress: Any, first_polls: Any, stop: Any) -> None:
+    """One member of the scale-out group, in its own process (its own GIL), as a billing replica runs it."""
+    sys.setswitchinterval(switch_ms / 1000.0)
+    engine = make_engine(url, pool_size=2)
+    consumer = TimedConsumer(engine, bootstrap, group, [LEDGER_TOPIC], service="bench", topic_prefix=prefix,
+                             poll_timeout_ms=200, pipeline=PIPELINE)
+    consumer.start()
+    try:
+        while not stop.wait(0.01):
+            progress[2 * index], progress[2 * index + 1] = consumer.resolved_total, consumer.applied_total
+            if consumer.first_poll is not None and not first_polls[index]:
+                first_polls[index] = time.time() - (time.perf_counter() - consumer.first_poll)
+    finally:
+        consumer.stop()
+        progress[2 * index], progress[2 * index + 1] = consumer.resolved_total, consumer.applied_total
+        engine.dispose()
+
+
+def catch_up_group(url: str, bootstrap: str, prefix: str, records: int, members: int, switch_ms: float,
+                   timeout: float = 900) -> tuple[float, int]:
+    """`members` consumer processes in one new group read the topic; seconds from the first member's first
+    poll to `records` resolved by them together, and how many they applied."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    progress, first_polls, stop = ctx.Array("q", 2 * members), ctx.Array("d", members), ctx.Event()
+    group = f"bench-group-{uuid.uuid4().hex[:8]}"
+    procs = [ctx.Process(target=_member, args=(i, url, bootstrap, prefix, group, switch_ms, progress,
+                                               first_polls, stop), daemon=True) for i in range(members)]
+    for proc in procs:
+        proc.start()
+    elapsed = None
+    try:
+        deadline = time.monotonic() + timeout
+        while elapsed is None and time.monotonic() < deadline:
+            if sum(progress[0::2]) >= records:
+                elapsed = time.time() - min(t for t in first_polls[:] if t)
+            elif not all(proc.is_alive() for proc in procs):
+                raise RuntimeError("a consumer group member died")
+            else:
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(30)
+    if elapsed is None:
+        raise RuntimeError(f"consumer group stuck at {sum(progress[0::2])} of {records} records")
+    return elapsed, sum(progress[1::2])
+
+
+def books_db(bootstrap_rows: list[tuple[str, str, int]]) -> tuple[str, sa.Engine]:
+    """A fresh scratch database with the books' schema and the backlog's purchases."""
+    url = scratch_db()
+    engine = make_engine(url, pool_size=4)
+    migrate_books(engine)
+    for k in range(0, len(bootstrap_rows), 10_000):
+        with engine.begin() as conn:
+            bulk.pg_insert_rows(conn, purchases, purchase_rows(bootstrap_rows[k:k + 10_000]))
+    return url, engine
 
 
 def reconcile_setup(engine: sa.Engine, start: int, count: int, totals: FakeLedgerTotals,
@@ -217,6 +296,10 @@ def main() -> int:
 
 
 def run(url: str) -> int:
+    # The switch interval billing's processes run with (kit tune_process): the consumer's applier thread then
+    # gets the GIL back soon after each database answer instead of up to 5 ms later.
+    switch_ms = float(os.environ.get("ADSMON_GIL_SWITCH_INTERVAL_MS", ServiceConfig.gil_switch_interval_ms))
+    sys.setswitchinterval(switch_ms / 1000.0)
     bootstrap = os.environ["ADSMON_KAFKA_BOOTSTRAP"]
     engine = make_engine(url, pool_size=4)
     migrate_books(engine)
@@ -249,14 +332,25 @@ def run(url: str) -> int:
     bare.append(bare_fetch(bootstrap, topic, n))
     bare_s = statistics.median(bare)
 
-    report = reports.revenue_report(engine, SqlAlchemyPurchaseLookup(engine), T0 - timedelta(days=1),
-                                    T0 + timedelta(days=2))
-    by = {p.value.lower(): v for p, (_, v) in report.recognised.items()}
-    got = {"cash": report.cash_received, "boosts": by.get("boosts", 0), "badge": by.get("badge", 0),
-           "promoted": by.get("promoted_profiles", 0), "proposals": by.get("proposals", 0),
-           "breakage": report.breakage, "deferred": report.deferred_closing}
+    got = figures(engine)
     want = {k: v * ACCOUNTS for k, v in PER_ACCOUNT.items()}
     exact = got == want and replay.applied_total == 0 and after_first == after_replay and consumer.applied_total == n
+
+    # Scale-out: MEMBERS processes in one group (billing replicas) catch up on the same topic into fresh books.
+    group_line = ""
+    if MEMBERS > 1:
+        url2, engine2 = books_db(rows)
+        try:
+            group_s, group_applied = catch_up_group(url2, bootstrap, prefix, n, MEMBERS, switch_ms)
+            group_exact = group_applied == n and figures(engine2) == want
+        finally:
+            engine2.dispose()
+            drop_db(url2)
+        exact = exact and group_exact
+        group_line = (f"| the same backlog, {MEMBERS} consumer processes in one group (billing replicas; 3 partitions),"
+                      f" first poll to caught up | {group_s:.2f} s = **{n / group_s:,.0f} events/s** | >= "
+                      f"{TARGET_EPS:,} events/s {'(met)' if n / group_s >= TARGET_EPS else '(NOT met)'}; each "
+                      f"event applied once, report to the cent: {'yes' if group_exact else 'NO'} |")
 
     totals, provider = FakeLedgerTotals(), FakeProvider()
     # The backlog's accounts are reconciled too; their ledger side is what they were given.
@@ -279,6 +373,7 @@ def run(url: str) -> int:
         f"= **{eps:,.0f} events/s** | >= {TARGET_EPS:,} events/s {'(met)' if eps >= TARGET_EPS else '(NOT met)'} |",
         f"| the same without the consumer group join (first records to caught up) | {first_data_s:.2f} s "
         f"= {n / first_data_s:,.0f} events/s | |",
+        *([group_line] if group_line else []),
         f"| baseline: bare kafka-python consumer fetching the same topic (median of {len(bare)}, interleaved: "
         f"{', '.join(f'{x:.2f}' for x in bare)} s) | {bare_s:.2f} s = {n / bare_s:,.0f} records/s | the consumer "
         f"(first records to caught up) takes {first_data_s / bare_s:.1f}x its time |",

@@ -284,17 +284,6 @@ def test_a_stop_settles_the_batch_in_flight_and_commits_its_offsets(engine, dlq)
     assert kafka.commits == [(8, 8)] and c.resolved_total == 8 and c._applier is None
 
 
-def test_a_rebalance_settles_the_batch_in_flight_before_the_partitions_go(engine, dlq):
-    _, msgs = workload(engine)
-    kafka = PollingKafka(engine, [records(msgs)])
-    c = pipelined(engine, dlq, kafka)
-    c.poll_once()
-    c.rebalance_listener().on_partitions_revoked({"tp0"})
-    assert kafka.commits == [(8, 8)] and c._in_flight is None
-    c.teardown()
-    assert kafka.commits == [(8, 8)]
-
-
 def test_without_the_pipeline_each_poll_is_applied_and_committed_before_the_next(engine, dlq):
     _, msgs = workload(engine)
     recs = records(msgs)

@@ -244,6 +244,36 @@ def test_offsets_are_committed_after_the_effects_and_past_a_dead_letter(engine):
     assert balance(engine) == 3 and len(dlq.sent) == 1
 
 
+def test_a_commit_refused_during_a_rebalance_is_sent_again_with_the_next_for_partitions_still_owned(engine):
+    from kafka.errors import RebalanceInProgressError
+
+    c, _ = make(engine)
+    tp0, tp1 = TopicPartition("ledger", 0), TopicPartition("ledger", 1)
+    fake = FakeKafkaConsumer([{tp0: [record(credited(1), 0)], tp1: [record(credited(2), 0)]},
+                              {}, {tp0: [record(credited(3), 1)]}])
+    real_commit, refusals = fake.commit, [1]
+
+    def refuse_once(offsets):
+        if refusals:
+            refusals.pop()
+            raise RebalanceInProgressError("the group is rebalancing")
+        real_commit(offsets)
+
+    fake.commit = refuse_once
+    fake.assignment = lambda: {tp0, tp1}
+    c._consumer = fake
+    assert c.poll_once() == 2 and fake.commits == []  # refused: kept
+    assert c.poll_once() == 0 and fake.commits == [{tp0: 1, tp1: 1}]  # the next (idle) poll sends them
+    assert c.poll_once() == 1 and fake.commits[-1] == {tp0: 2}
+    # A refused commit whose partition moved away meanwhile is dropped, not sent.
+    refusals.append(1)
+    fake.batches = [{tp1: [record(credited(4), 1)]}, {tp0: [record(credited(5), 2)]}]
+    assert c.poll_once() == 1
+    fake.assignment = lambda: {tp0}
+    assert c.poll_once() == 1 and fake.commits[-1] == {tp0: 3}
+    assert balance(engine) == 15
+
+
 def test_stopping_while_a_record_is_unresolved_does_not_commit_its_offset(engine):
     started = threading.Event()
 
