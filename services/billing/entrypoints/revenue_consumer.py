@@ -186,27 +186,29 @@ class RevenueConsumer(IdempotentConsumer):
         return batch
 
     def _run(self, batch: _Batch) -> BatchResult | None:
+        """The batch's transaction, then at once its metrics and the relay's wake (on the applier thread when
+        pipelined): they move when the books do, not a poll later."""
         started = time.perf_counter()
         result = self._apply_batch(batch.items)
-        batch.seconds = time.perf_counter() - started
+        if result is not None and batch.records:
+            topic = batch.records[0][1].topic
+            self._observe(result, wake=True)
+            metrics.batch_size.observe(len(batch.items))
+            kit_consumer.handle_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
+            for outcome, n in ((APPLIED, result.applied), (DUPLICATE, result.duplicates)):
+                if n:
+                    kit_consumer.processed_total.labels(self.service, topic, outcome).inc(n)
         return result
 
     def _settle(self, batch: _Batch, result: BatchResult | None, consumer: KafkaConsumer | None) -> int:
-        """After the batch's transaction: the fallback record by record if it failed, else its metrics and
-        the undecodable records' dead letters; then the offsets (every record's effect is committed, or
-        its dead letter written)."""
+        """After the batch's transaction: the fallback record by record if it failed, else the undecodable
+        records' dead letters; then the offsets (every record's effect is committed, or its dead letter
+        written)."""
         records = batch.records
         if result is None:
             for _, r in records:
                 self.process(r)
         else:
-            topic = records[0][1].topic
-            self._observe(result, wake=True)
-            metrics.batch_size.observe(len(batch.items))
-            kit_consumer.handle_seconds.labels(self.service, topic).observe(batch.seconds)
-            for outcome, n in ((APPLIED, result.applied), (DUPLICATE, result.duplicates)):
-                if n:
-                    kit_consumer.processed_total.labels(self.service, topic, outcome).inc(n)
             for r, error in batch.undecodable:
                 self._dead_letter(r, error, attempts=0)
         done: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -259,5 +261,4 @@ class _Batch:
     items: list[LedgerItem] = field(default_factory=list)
     undecodable: list[tuple[Any, Exception]] = field(default_factory=list)
     future: Future[BatchResult | None] | None = None
-    seconds: float = 0.0
 

@@ -60,6 +60,12 @@ def start_billing(url: str, secret_file: str, connects_port: int) -> tuple[subpr
     return proc, port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def exactly_once(billing_url: str, connects_url: str) -> str:
     """Every COMPLETED purchase has exactly one PURCHASE credit with its reference, and the amounts agree."""
     billing, connects = sa.create_engine(billing_url), sa.create_engine(connects_url)
@@ -131,13 +137,20 @@ def main() -> int:
         run_ghz("warm-up", f"127.0.0.1:{bport}", PURCHASE, data=buy_data, total=500, concurrency=CONCURRENCY,
                 **as_marketplace)
         credits, buys, waits = [], [], []
+        cpu: dict[str, list[float]] = {"credit": [], "billing": [], "connects": []}  # ms per OK call
         for _ in range(ROUNDS):  # interleaved: the machine's noise falls on both alike
+            before = cpu_seconds(connects.pid)
             credits.append(run_ghz(f"connects Credit(PURCHASE), c={CONCURRENCY}", f"127.0.0.1:{cport}", CREDIT,
                                    data=credit_data, duration=DURATION, concurrency=CONCURRENCY, **as_billing))
+            cpu["credit"].append(1000 * (cpu_seconds(connects.pid) - before) / max(1, credits[-1].status.get("OK", 0)))
             waits.append(wait_consumed(db_url(dbs[1]), db_url(dbs[0])))
+            before_b, before_c = cpu_seconds(billing.pid), cpu_seconds(connects.pid)
             buys.append(run_ghz(f"billing PurchaseConnects end to end, c={CONCURRENCY}", f"127.0.0.1:{bport}",
                                 PURCHASE, data=buy_data, duration=DURATION, concurrency=CONCURRENCY,
                                 **as_marketplace))
+            ok = max(1, buys[-1].status.get("OK", 0))
+            cpu["billing"].append(1000 * (cpu_seconds(billing.pid) - before_b) / ok)
+            cpu["connects"].append(1000 * (cpu_seconds(connects.pid) - before_c) / ok)
         time.sleep(6)  # the resumer finishes what the end of a -z run left PENDING
         check = exactly_once(db_url(dbs[1]), db_url(dbs[0]))
     finally:
@@ -153,6 +166,10 @@ def main() -> int:
         f"PurchaseConnects {', '.join(f'{r.rps:,.0f}' for r in buys)}", "",
         f"- purchase throughput / Credit throughput: **{ratio:.2f}x** (target >= 0.4): "
         f"{'met' if ratio >= 0.4 else 'NOT met'}",
+        f"- CPU per call (medians; runs): billing {statistics.median(cpu['billing']):.2f} ms per purchase "
+        f"({', '.join(f'{x:.2f}' for x in cpu['billing'])}), connects {statistics.median(cpu['connects']):.2f} ms "
+        f"per purchase, connects {statistics.median(cpu['credit']):.2f} ms per Credit of its own run "
+        "(the server process, relay aside)",
         f"- {check}",
         f"- before each purchase run, billing's ledger consumer caught up on the Credit run's events in "
         f"{', '.join(f'{w:.0f}s' for w in waits)} (not counted in either figure)",
