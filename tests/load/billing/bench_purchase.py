@@ -32,7 +32,15 @@ from sqlalchemy.engine import make_url
 
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, clean_up, scratch_db, spawn, start_service, wait_serving
+from tests.load.connects.bench_spend import (
+    admin_engine,
+    clean_up,
+    cpu_seconds,
+    scratch_db,
+    spawn,
+    start_service,
+    wait_serving,
+)
 from tests.load.ghz import HEADER, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -58,12 +66,6 @@ def start_billing(url: str, secret_file: str, connects_port: int) -> tuple[subpr
     proc = spawn("billing", env, "bench_billing.log")
     wait_serving(proc, port, "billing", "bench_billing.log")
     return proc, port
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exactly_once(billing_url: str, connects_url: str) -> str:
