@@ -256,14 +256,19 @@ def catch_up_group(url: str, bootstrap: str, prefix: str, records: int, members:
     return elapsed, sum(progress[1::2])
 
 
-def books_db(bootstrap_rows: list[tuple[str, str, int]]) -> tuple[str, sa.Engine]:
+def insert_purchases(engine: sa.Engine, rows: list[tuple[str, str, int]]) -> None:
+    """The backlog's purchases (billing's side of each PURCHASE credit), 10,000 rows per transaction."""
+    for k in range(0, len(rows), 10_000):
+        with engine.begin() as conn:
+            bulk.pg_insert_rows(conn, purchases, purchase_rows(rows[k:k + 10_000]))
+
+
+def books_db(rows: list[tuple[str, str, int]]) -> tuple[str, sa.Engine]:
     """A fresh scratch database with the books' schema and the backlog's purchases."""
     url = scratch_db()
     engine = make_engine(url, pool_size=4)
     migrate_books(engine)
-    for k in range(0, len(bootstrap_rows), 10_000):
-        with engine.begin() as conn:
-            bulk.pg_insert_rows(conn, purchases, purchase_rows(bootstrap_rows[k:k + 10_000]))
+    insert_purchases(engine, rows)
     return url, engine
 
 
@@ -314,9 +319,7 @@ def run(url: str) -> int:
         evs, ps = account_events(ledger, i)
         events.extend(evs)
         rows.extend(ps)
-    for k in range(0, len(rows), 10_000):
-        with engine.begin() as conn:
-            bulk.pg_insert_rows(conn, purchases, purchase_rows(rows[k:k + 10_000]))
+    insert_purchases(engine, rows)
     t = time.perf_counter()
     produce(topic, bootstrap, events)
     produce_s = time.perf_counter() - t
