@@ -241,7 +241,7 @@ class RevenueConsumer(IdempotentConsumer):
                 kit_consumer.processed_total.labels(self.service, self.topics[0], RETRIED).inc()
                 self.sleep(backoff.exponential(self.retry_initial, self.outage_backoff_max, outages))
 
-    def _observe(self, result: BatchResult, *, wake: bool) -> None:  # on the consumer's thread
+    def _observe(self, result: BatchResult, *, wake: bool) -> None:  # the applier's thread when pipelined
         self.applied_total += result.applied
         for product, (connects, cents) in result.recognised.items():
             metrics.revenue_recognised_cents.labels(product.value).inc(cents)
