@@ -24,41 +24,21 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.sql.expression import Executable
 
 from services.kit import bulk
 from services.kit.db import is_postgres
+from services.kit.sqltext import compiled as _sql
+from services.kit.sqltext import params_for as _params
 
 Row = Mapping[str, Any]
-_COMPILED: dict[tuple[Executable, str], tuple[str, dict[str, Any]]] = {}  # (construct, dialect) -> text, fixed values
 _HOOKED: weakref.WeakSet[Engine] = weakref.WeakSet()
 _INFO_KEY = "ads_statements"
-
-
-def _sql(stmt: Executable, conn: Connection) -> tuple[str, dict[str, Any]]:
-    """The statement's text for `conn`'s dialect (compiled once; statements are module-level constructs) and the
-    values it fixes itself (`.values(status="DONE")` is a bind parameter with a value)."""
-    key = (stmt, conn.dialect.name)
-    found = _COMPILED.get(key)
-    if found is None:
-        compiled = cast(ClauseElement, stmt).compile(dialect=conn.dialect)
-        sql = str(compiled)
-        if "POSTCOMPILE" in sql:
-            raise ValueError(f"a statement with expanding parameters cannot be sent as text: {sql}")
-        binds = cast(SQLCompiler, compiled).binds
-        fixed = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-        found = _COMPILED[key] = (sql, fixed)
-    return found
-
-
-def _params(fixed: dict[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {**fixed, **params} if fixed else params
 
 
 class _Rows:

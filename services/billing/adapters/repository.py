@@ -32,6 +32,7 @@ from services.billing.domain.membership import CycleGrant, CycleState, GrantKind
 from services.billing.domain.purchase import PaymentStatus, Purchase, PurchaseState
 from services.billing.service_layer.payments import ProviderEvent
 from services.billing.service_layer.ports import purchase_credit_request_id
+from services.kit import sqltext
 from services.kit.db import is_postgres
 from services.kit.uow import SqlAlchemyUnitOfWork
 
@@ -50,6 +51,12 @@ def _prebuilt(conn: Connection, name: str, build: Any) -> Any:
     if stmt is None:
         stmt = _PREBUILT[key] = build()
     return stmt
+
+
+def _binds(row: dict[str, Any]) -> dict[str, Any]:
+    """`.values()` naming every column of `row` as a bind parameter: the statement's columns are fixed when it is
+    built, not taken from each call's keys, so its text can be compiled once (`kit.sqltext`)."""
+    return {name: sa.bindparam(name) for name in row}
 
 
 def _inserted(conn: Connection, stmt: Any) -> bool:
@@ -129,8 +136,9 @@ class PurchaseRepository:
                "credit_request_id": purchase_credit_request_id(p.purchase_id), "created_at": p.created_at,
                "next_attempt_at": resume_at, "attempts": 0, **_purchase_row(p, p.created_at)}
         stmt = _prebuilt(self.conn, "purchase-add", lambda: _insert(self.conn, purchases)
-                         .on_conflict_do_nothing(index_elements=["request_id"]).returning(purchases.c.purchase_id))
-        return self.conn.execute(stmt, row).first() is not None
+                         .values(_binds(row)).on_conflict_do_nothing(index_elements=["request_id"])
+                         .returning(purchases.c.purchase_id))
+        return sqltext.execute(self.conn, stmt, row).first() is not None
 
     def save(self, p: Purchase, now: datetime) -> None:
         values = _purchase_row(p, now)
@@ -344,16 +352,17 @@ class ProviderEventRepository:
 
     def record(self, event: ProviderEvent, outcome: str, now: datetime) -> None:
         """Store a webhook event with what was done with it (the first final outcome stays)."""
-        def build() -> Any:
-            stmt = _insert(self.conn, provider_events)
-            final = provider_events.c.outcome.in_(["APPLIED", "IGNORED", "UNMATCHED"])
-            return stmt.on_conflict_do_update(index_elements=["event_id"], set_={"outcome": stmt.excluded.outcome},
-                                              where=~final)
+        row = {"event_id": event.event_id, "type": event.type, "object_id": event.object_id,
+               "payload": json.dumps(dict(event.data)), "outcome": outcome, "created_at": event.created_at,
+               "received_at": now}
 
-        self.conn.execute(_prebuilt(self.conn, "provider-event-record", build), {
-            "event_id": event.event_id, "type": event.type, "object_id": event.object_id,
-            "payload": json.dumps(dict(event.data)), "outcome": outcome, "created_at": event.created_at,
-            "received_at": now})
+        def build() -> Any:
+            stmt = _insert(self.conn, provider_events).values(_binds(row))
+            not_final = sa.and_(*(provider_events.c.outcome != v for v in ("APPLIED", "IGNORED", "UNMATCHED")))
+            return stmt.on_conflict_do_update(index_elements=["event_id"], set_={"outcome": stmt.excluded.outcome},
+                                              where=not_final)
+
+        sqltext.execute(self.conn, _prebuilt(self.conn, "provider-event-record", build), row)
 
     def outcome(self, event_id: str) -> str | None:
         stmt = _prebuilt(self.conn, "provider-event-outcome", lambda: sa.select(provider_events.c.outcome)
