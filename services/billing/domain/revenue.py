@@ -265,14 +265,28 @@ def _take(tx: LedgerTx, lots: Mapping[str, RevenueLot], kind: EntryKind, out: Ou
 
 
 def _return(tx: LedgerTx, returned_entries: Iterable[Entry], out: Outcome) -> None:
+    """Movement i of a RETURN gives back movement i of the original (the ledger lists both in one order). A
+    position whose amount differs (events of a ledger that listed them otherwise) takes an unused entry of the
+    same amount instead, so the cash going back to deferred is the cash that was recognised, not 0."""
     original = {e.position: e for e in returned_entries if e.kind is EntryKind.RECOGNISED}
-    for position, m in enumerate(tx.movements):
-        if not m.purchased:
-            continue
-        was = original.get(position)
-        cents = was.cents if was is not None and was.connects == m.amount else 0
-        pid = was.purchase_id if was is not None else ""
-        product = was.product if was is not None else None
+    purchased = [(position, m) for position, m in enumerate(tx.movements) if m.purchased]
+    unused = dict(original)
+    chosen: dict[int, Entry] = {}
+    for position, m in purchased:
+        e = unused.get(position)
+        if e is not None and e.connects == m.amount:
+            chosen[position] = unused.pop(position)
+    for position, m in purchased:
+        if position not in chosen:
+            same = next((k for k, e in unused.items() if e.connects == m.amount), None)
+            if same is not None:
+                chosen[position] = unused.pop(same)
+    for position, m in purchased:
+        was = chosen.get(position)
+        cents = was.cents if was is not None else 0
+        ref = was or original.get(position)
+        pid = ref.purchase_id if ref is not None else ""
+        product = ref.product if ref is not None else None
         out.new_lots.append(RevenueLot(m.lot_id, tx.account_id, pid, m.amount, cents, m.amount, cents,
                                        returned=True))
         out.entries.append(Entry(tx.transaction_id, position, EntryKind.RETURNED, tx.account_id, m.lot_id, pid,

@@ -96,7 +96,7 @@ def load_transactions(conn: Connection, where: sa.ColumnElement[bool], order: Se
         out.append(LedgerTransaction(
             r.transaction_id, r.account_id, TransactionKind(r.kind), r.amount, _utc(r.occurred_at),
             tuple(legs[r.transaction_id]),
-            tuple(sorted(moves[r.transaction_id], key=lambda m: (m.expires_at, m.lot_id))),
+            tuple(sorted(moves[r.transaction_id], key=lambda m: m.listing_order)),
             LotSource(r.source) if r.source else None,
             SpendReason(r.spend_reason) if r.spend_reason else None,
             ReturnReason(r.return_reason) if r.return_reason else None,

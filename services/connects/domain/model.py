@@ -131,6 +131,13 @@ class LotMovement:
     def of(cls, lot: Lot, amount: int) -> LotMovement:
         return cls(lot.lot_id, lot.source, lot.origin_source, amount, lot.expires_at)
 
+    @property
+    def listing_order(self) -> tuple[datetime, str]:
+        """The order a transaction lists its movements in, in its event and wherever it is read back (the
+        store keeps no position): by expiry, then lot id. Lots are *spent* in `Lot.order` (expiry, then issue
+        time), which differs for lots expiring together, such as a returned lot beside an original one."""
+        return (self.expires_at, self.lot_id)
+
 
 @dataclass(frozen=True)
 class Posting:
@@ -405,9 +412,11 @@ class Wallet:
             raise errors.AlreadyReturned(tx.transaction_id)
         self.expire_due_lots(now)
         self._check_limit(tx.amount)
+        # Movement i returns the original's movement i (listed as read back). The new lots' ids ascend in that
+        # order, so that the RETURN, read back in listing order too (the same expiries, then lot id), keeps it.
         movements = []
-        for moved in tx.movements:
-            lot = self._add_lot(LotSource.RETURN, moved.origin_source, moved.amount, now, moved.expires_at)
+        for moved, lot_id in zip(tx.movements, sorted(new_id() for _ in tx.movements), strict=True):
+            lot = self._add_lot(LotSource.RETURN, moved.origin_source, moved.amount, now, moved.expires_at, lot_id)
             movements.append(LotMovement.of(lot, moved.amount))
         result = self._record(TransactionKind.RETURN, tx.amount, now,
                               _postings((REVENUE, -tx.amount), (wallet_account(self.account_id), tx.amount)),
@@ -496,8 +505,8 @@ class Wallet:
         return tuple(LotMovement.of(self.lots[lot_id], by_lot[lot_id]) for lot_id in ordered)
 
     def _add_lot(self, source: LotSource, origin: LotSource, amount: int, now: datetime,
-                 expires_at: datetime) -> Lot:
-        lot = Lot(new_id(), self.account_id, source, origin, amount, amount, 0, now, expires_at)
+                 expires_at: datetime, lot_id: str | None = None) -> Lot:
+        lot = Lot(lot_id or new_id(), self.account_id, source, origin, amount, amount, 0, now, expires_at)
         self.lots[lot.lot_id] = lot
         self.new_lots.add(lot.lot_id)
         return lot
@@ -538,6 +547,11 @@ class Wallet:
 
     def _record(self, kind: TransactionKind, amount: int, now: datetime, postings: tuple[Posting, ...],
                 **details: object) -> LedgerTransaction:
+        movements: tuple[LotMovement, ...] = details.get("movements", ())  # type: ignore[assignment]
+        if kind is not TransactionKind.RETURN and len(movements) > 1:
+            # Listed as read back, so that a RETURN (built from the original as read back, movement by movement)
+            # lists the return of the original's i-th movement i-th, in its event too: consumers pair them.
+            details["movements"] = tuple(sorted(movements, key=lambda m: m.listing_order))
         self.sequence += 1
         tx = LedgerTransaction(new_id(), self.account_id, kind, amount, now, postings,
                                available_after=self.available, held_after=self.held, sequence=self.sequence,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -124,7 +125,9 @@ async def ledger_says(c: Connects, accounts: list[str]) -> dict[str, object]:
 async def test_after_a_random_workload_the_revenue_report_equals_what_the_ledger_bought_spent_and_expired(
         connects, books_engine, start_consumer):
     start_consumer(connects)
-    work = Workload(connects, books_engine, seed=random.randrange(2**32))
+    seed = int(os.environ.get("ADSMON_TEST_WORKLOAD_SEED") or random.randrange(2**32))
+    print(f"workload seed {seed} (ADSMON_TEST_WORKLOAD_SEED={seed} runs it again)")
+    work = Workload(connects, books_engine, seed=seed)
     started = datetime.now(UTC) - timedelta(days=1)
     await work.run()
     total = await caught_up(connects, books_engine)

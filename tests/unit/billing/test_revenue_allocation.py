@@ -107,6 +107,25 @@ def test_a_return_gives_back_exactly_the_cents_the_spend_recognised_as_a_new_def
     assert books.deferred() == 0
 
 
+def test_a_return_listing_its_movements_in_another_order_gives_back_each_lots_own_cents():
+    # Two purchases at different prices; one spend takes 1 Connect of the first and 2 of the second. A RETURN
+    # whose movements come in the other order (as a ledger listing by another key sent them) pairs each
+    # returned movement with the recognised entry of the same amount, not with the entry at its position.
+    books = Books({"p1": 10, "p2": 90})
+    books.apply(credit("c1", "L1", 1, purchase="p1"))
+    books.apply(credit("c2", "L2", 3, purchase="p2"))
+    books.apply(spend("s1", ("L1", "PURCHASE", 1), ("L2", "PURCHASE", 2)))  # 10 + 60 cents recognised
+    ret = LedgerTx("r1", "acct", r.RETURN, 3, T0, returned_transaction_id="s1",
+                   movements=(Movement("R2", "PURCHASE", 2), Movement("R1", "PURCHASE", 1)))
+    out = books.apply(ret)
+    assert sorted((lot.lot_id, lot.connects_total, lot.cents_total, lot.purchase_id) for lot in out.new_lots) == \
+           [("R1", 1, 10, "p1"), ("R2", 2, 60, "p2")]
+    assert books.deferred() == 100  # all deferred again: 30 cents left in L2, 70 back in R1 and R2
+    books.apply(spend("s2", ("R1", "PURCHASE", 1), ("R2", "PURCHASE", 2), ("L2", "PURCHASE", 1), reason="BOOST"))
+    assert books.total(EntryKind.RECOGNISED) - books.total(EntryKind.RETURNED) == 100
+    assert books.deferred() == 0
+
+
 def test_a_chargeback_reverses_the_unspent_cents_and_books_the_spent_part_as_a_loss():
     books = Books({"p1": 600})
     books.apply(credit("c1", "L1", 40))

@@ -14,6 +14,7 @@ from services.connects.domain.model import (
     REVENUE,
     SALES,
     HoldStatus,
+    Lot,
     LotSource,
     Returnable,
     ReturnReason,
@@ -262,3 +263,22 @@ def test_sequence_numbers_follow_the_accounts_journal():
                                                 ("purchase:1", None), ("job:", None), ("", None)])
 def test_reference_convention_names_the_job(reference, job):
     assert job_of(reference) == job
+
+
+def test_a_transaction_lists_its_movements_as_read_back_and_a_return_pairs_them_in_that_order():
+    # Two lots expiring together: "z-old" was issued first, so it is spent first, but it lists after "a-new"
+    # (the store reads movements back by expiry, then lot id). The spend lists them as read back; its RETURN,
+    # built from it, returns movement i i-th, and its new lots' ids keep that order when read back too.
+    expiry = T0 + 365 * DAY
+    w = Wallet.restore("acct-1", [
+        Lot("z-old", "acct-1", LotSource.PURCHASE, LotSource.PURCHASE, 2, 2, 0, T0, expiry),
+        Lot("a-new", "acct-1", LotSource.PURCHASE, LotSource.PURCHASE, 5, 5, 0, T0 + DAY, expiry)])
+    spend = w.spend(amount=4, reason=SpendReason.PROPOSAL, reference="job:1", now=T0 + 2 * DAY)
+    assert [(m.lot_id, m.amount) for m in spend.movements] == [("a-new", 2), ("z-old", 2)]  # spent z-old first
+    assert list(spend.movements) == sorted(spend.movements, key=lambda m: m.listing_order)
+    for _ in range(20):  # new lot ids are random: the order must not depend on them
+        ret = Wallet.restore("acct-1", []).return_connects(
+            original=Returnable(spend, already_returned=False), reason=ReturnReason.JOB_CANCELLED_BEFORE_CONTRACT,
+            now=T0 + 3 * DAY)
+        assert [(m.amount, m.expires_at) for m in ret.movements] == [(m.amount, m.expires_at) for m in spend.movements]
+        assert list(ret.movements) == sorted(ret.movements, key=lambda m: m.listing_order)
