@@ -38,7 +38,16 @@ from services.ads.domain.auction import CloseReason
 from services.ads.service_layer.auctions import AuctionSettings, close_auction
 from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
-from tests.load.connects.bench_spend import admin_engine, clean_up, scratch_db, seed, spawn, start_service, wait_serving
+from tests.load.connects.bench_spend import (
+    admin_engine,
+    analyze,
+    clean_up,
+    scratch_db,
+    seed,
+    spawn,
+    start_service,
+    wait_serving,
+)
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -140,6 +149,7 @@ def main() -> int:
         ctarget, atarget = f"127.0.0.1:{cport}", f"127.0.0.1:{ads_port}"
         run_ghz("warm-up", ctarget, HOLD, data=hold, total=1000, concurrency=32, **ckw)
         run_ghz("warm-up", atarget, PLACE_BID, data=bid, total=1000, concurrency=32, **akw)
+        analyze(*urls)
         for _ in range(ROUNDS):  # interleaved, so the machine's noise falls on both alike
             holds.append(run_ghz("connects Hold (c=64)", ctarget, HOLD, data=hold, duration=DURATION,
                                  concurrency=64, **ckw))

@@ -34,6 +34,7 @@ from services.kit.auth import mint_token
 from tests.e2e.conftest import free_port
 from tests.load.connects.bench_spend import (
     admin_engine,
+    analyze,
     clean_up,
     cpu_seconds,
     scratch_db,
@@ -138,6 +139,7 @@ def main() -> int:
                 **as_billing)
         run_ghz("warm-up", f"127.0.0.1:{bport}", PURCHASE, data=buy_data, total=500, concurrency=CONCURRENCY,
                 **as_marketplace)
+        analyze(db_url(dbs[0]), db_url(dbs[1]))
         credits, buys, waits = [], [], []
         cpu: dict[str, list[float]] = {"credit": [], "billing": [], "connects": []}  # ms per OK call
         for _ in range(ROUNDS):  # interleaved: the machine's noise falls on both alike
