@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from services.ads.domain.promoted import (
     BudgetDay,
@@ -48,6 +48,11 @@ class InMemoryPlacementIndex(PlacementIndex):
         self._campaigns: dict[str, Campaign] = {}
         self._ranked: dict[str, list[RankKey]] = {}
         self._days: dict[str, BudgetDay] = {}
+        # The spend-against-budget gauge's sums, kept as campaigns and days change: summing 100,000 campaigns
+        # every few seconds held the GIL long enough to set GetPlacements' p99 (54-95 ms against 18-23 ms
+        # without it, 100,000 campaigns at 733 req/s).
+        self._active_budget = 0
+        self._active_spent: dict[date, int] = {}  # by the day of each active campaign's latest BudgetDay
 
     def __len__(self) -> int:
         return len(self._campaigns)
@@ -60,11 +65,21 @@ class InMemoryPlacementIndex(PlacementIndex):
 
     def active_totals(self, now: datetime) -> tuple[int, int]:
         """(sum of active campaigns' daily budgets, their spend today), for the spend-against-budget gauge."""
-        with self._lock:  # copies only (C speed): serving waits for no sum over 100,000 campaigns
-            campaigns, days = list(self._campaigns.values()), dict(self._days)
-        active = [c for c in campaigns if c.state is CampaignState.ACTIVE]
-        spent = sum(d.spent for c in active if (d := days.get(c.campaign_id)) and d.day == now.date())
-        return sum(c.daily_budget for c in active), spent
+        with self._lock:
+            return self._active_budget, self._active_spent.get(now.date(), 0)
+
+    def _count(self, c: Campaign | None, d: BudgetDay | None, sign: int, *, budget: bool = True) -> None:
+        """Add (sign 1) or remove (-1) an active campaign's budget and its day's spend from the gauge's sums."""
+        if c is None or c.state is not CampaignState.ACTIVE:
+            return
+        if budget:
+            self._active_budget += sign * c.daily_budget
+        if d is not None and d.spent:
+            left = self._active_spent.get(d.day, 0) + sign * d.spent
+            if left:
+                self._active_spent[d.day] = left
+            else:
+                self._active_spent.pop(d.day, None)
 
     def apply(self, campaigns: Sequence[Campaign], days: Sequence[BudgetDay]) -> None:
         with self._lock:
@@ -84,7 +99,10 @@ class InMemoryPlacementIndex(PlacementIndex):
             if old is None or old.revision < c.revision:
                 if old is not None:
                     touched.add(old.category)
+                day = self._days.get(c.campaign_id)
+                self._count(old, day, -1)
                 self._campaigns[c.campaign_id] = c
+                self._count(c, day, 1)
                 touched.add(c.category)
         for category in touched:
             self._ranked[category] = []
@@ -105,17 +123,25 @@ class InMemoryPlacementIndex(PlacementIndex):
                 i = bisect.bisect_left(ranked, key)
                 if i < len(ranked) and ranked[i] == key:
                     del ranked[i]
+        day = self._days.get(c.campaign_id)
+        self._count(old, day, -1)
         self._campaigns[c.campaign_id] = c
+        self._count(c, day, 1)
         if c.state is CampaignState.ACTIVE:
             bisect.insort(self._ranked.setdefault(c.category, []), rank_key(c))
 
     def _merge_day(self, d: BudgetDay) -> None:
         cur = self._days.get(d.campaign_id)
         if cur is None or cur.day < d.day:
-            self._days[d.campaign_id] = d
+            new = d
         elif cur.day == d.day and (d.spent > cur.spent or (d.stopped and not cur.stopped)):
-            self._days[d.campaign_id] = BudgetDay(d.campaign_id, d.day, max(cur.spent, d.spent),
-                                                  cur.stopped or d.stopped)
+            new = BudgetDay(d.campaign_id, d.day, max(cur.spent, d.spent), cur.stopped or d.stopped)
+        else:
+            return
+        c = self._campaigns.get(d.campaign_id)
+        self._count(c, cur, -1, budget=False)
+        self._days[d.campaign_id] = new
+        self._count(c, new, 1, budget=False)
 
     def choose(self, category: str, viewer_id: str, slots: int, now: datetime) -> list[Priced]:
         today = now.date()

@@ -229,3 +229,41 @@ def test_frequency_counts_of_many_viewers_add_nothing_for_the_garbage_collector_
             assert caps.reserve(f"viewer-{v}", c, 2, T0.date())
     assert len(caps) == 6000 and caps.seen("viewer-7", "b", T0.date()) == 1
     assert not gc.is_tracked(caps._counts)  # a dict of str to int: no collector pause grows with the viewers
+
+
+def _brute_totals(index: InMemoryPlacementIndex, ids: list[str], now: datetime) -> tuple[int, int]:
+    active = [c for i in ids if (c := index.campaign(i)) is not None and c.state is CampaignState.ACTIVE]
+    spent = sum(d.spent for c in active if (d := index.day(c.campaign_id)) is not None and d.day == now.date())
+    return sum(c.daily_budget for c in active), spent
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_spend_against_budget_totals_follow_every_change_as_a_full_sum_would(seed: int) -> None:
+    # The gauge's sums are kept as campaigns and days change (no sum over the index per scrape): after any mix
+    # of new campaigns, newer and stale revisions, pauses, resumes, bulk loads, days merged late, early and
+    # stopped, they equal the sum over every campaign.
+    import random
+
+    rng = random.Random(seed)
+    index = InMemoryPlacementIndex(reserve=1, pacing=False)
+    ids = [f"cmp-{i}" for i in range(12)]
+    revision = {i: 0 for i in ids}
+    days = [T0.date() - timedelta(days=1), T0.date(), T0.date() + timedelta(days=1)]
+    for _ in range(300):
+        pick = rng.random()
+        if pick < 0.45:
+            batch = []
+            for i in rng.sample(ids, rng.randint(1, 4)):
+                revision[i] += rng.choice([1, 1, 0, -1])  # mostly newer, sometimes the same or an older one
+                batch.append(Campaign(i, "fl", f"cat-{rng.randint(0, 2)}", rng.randint(1, 9), rng.randint(10, 500),
+                                      10_000, rng.choice([CampaignState.ACTIVE, CampaignState.PAUSED]), T0, T0,
+                                      revision=max(1, revision[i])))
+            if rng.random() < 0.2:  # a bulk load takes the same path as the full load at start
+                index._bulk(batch)
+            else:
+                index.apply(batch, [])
+        else:
+            d = BudgetDay(rng.choice(ids), rng.choice(days), rng.randint(0, 600), rng.random() < 0.1)
+            index.apply([], [d])
+        now = datetime.combine(rng.choice(days), T0.timetz())
+        assert index.active_totals(now) == _brute_totals(index, ids, now)
