@@ -134,7 +134,6 @@ class SandboxCore:
         self._stopping = False
         self._deliver: Callable[[ProviderEvent], object] | None = None
         self._thread: threading.Thread | None = None
-        self.delivered: list[ProviderEvent] = []  # every delivery made, in order (tests read it)
 
     # -- API -------------------------------------------------------------------------------------
 
@@ -326,8 +325,6 @@ class SandboxCore:
             try:
                 assert deliver is not None
                 deliver(item.event)
-                with self._lock:
-                    self.delivered.append(item.event)
             except Exception as exc:  # the receiver failed: redeliver later, as providers do
                 log.info("sandbox webhook %s failed (%s); redelivering", item.event.event_id, exc)
                 with self._lock:
