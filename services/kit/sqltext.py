@@ -23,8 +23,10 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from services.kit.db import is_postgres
+
 _Processors = dict[str, Callable[[Any], Any]]
-_COMPILED: dict[tuple[int, str], tuple[Executable, str, dict[str, Any], _Processors]] = {}
+_COMPILED: dict[tuple[Executable, str], tuple[str, dict[str, Any], _Processors]] = {}  # (construct, dialect)
 
 
 def compiled(stmt: Executable, conn: Connection) -> tuple[str, dict[str, Any]]:
@@ -35,9 +37,9 @@ def compiled(stmt: Executable, conn: Connection) -> tuple[str, dict[str, Any]]:
 
 
 def _compiled(stmt: Executable, conn: Connection) -> tuple[str, dict[str, Any], _Processors]:
-    key = (id(stmt), conn.dialect.name)
+    key = (stmt, conn.dialect.name)
     found = _COMPILED.get(key)
-    if found is None or found[0] is not stmt:
+    if found is None:
         done = cast(ClauseElement, stmt).compile(dialect=conn.dialect)
         sql = str(done)
         if "POSTCOMPILE" in sql:
@@ -46,9 +48,8 @@ def _compiled(stmt: Executable, conn: Connection) -> tuple[str, dict[str, Any], 
         processors: _Processors = {name: proc for name, bind in binds.items()
                                    if (proc := bind.type._cached_bind_processor(conn.dialect)) is not None}
         fixed: dict[str, Any] = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-        found = (stmt, sql, fixed, processors)
-        _COMPILED[key] = found
-    return found[1], found[2], found[3]
+        found = _COMPILED[key] = (sql, fixed, processors)
+    return found
 
 
 def params_for(fixed: dict[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -58,7 +59,7 @@ def params_for(fixed: dict[str, Any], params: Mapping[str, Any]) -> Mapping[str,
 def execute(conn: Connection, stmt: Executable, params: Mapping[str, Any]) -> CursorResult[Any]:
     """Run `stmt` with `params`: its compiled-once text on PostgreSQL (psycopg), the statement itself elsewhere
     (SQLite's driver takes positional parameters, and nothing there is hot)."""
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         return conn.execute(stmt, dict(params))
     sql, fixed, processors = _compiled(stmt, conn)
     values = {**fixed, **params}
