@@ -1,4 +1,5 @@
-"""Two replicas flushing their search tallies into PostgreSQL at once: every search is counted once."""
+"""Search tallies flushed into PostgreSQL: two replicas at once count every search once; a flush is one
+prepared statement."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import compiler
 
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
 from services.ads.adapters.searches import SearchFlusher, SearchTally
@@ -41,3 +44,42 @@ def test_two_replicas_flushing_the_same_hours_at_once_add_up_every_search(
     with uow_factory() as uow:
         assert StoredSearches().searches(uow, category, now - WEEK, now + timedelta(hours=1)) == 2000
         assert StoredSearches().searches(uow, unique("cat"), now - WEEK, now) == 0
+
+
+def test_a_flush_is_one_statement_compiled_nowhere_and_adds_to_the_rows(
+        ads_engine: Engine, uow_factory: Callable[[], SqlAlchemyAdsUnitOfWork], monkeypatch) -> None:
+    """The flush runs on the replica that serves GetPlacements: a multi-row `insert().values(rows)` was
+    compiled on every flush (12-15 ms of CPU for 100 categories)."""
+    categories = [unique("cat") for _ in range(100)]
+    now = datetime.now(UTC)
+    tally = SearchTally()
+    flusher = SearchFlusher(ads_engine, tally)
+    compiles, statements = 0, 0
+    real_init = compiler.SQLCompiler.__init__
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal compiles
+        compiles += 1
+        real_init(self, *args, **kwargs)
+
+    def count_statement(*args: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    monkeypatch.setattr(compiler.SQLCompiler, "__init__", counting)
+    sa.event.listen(ads_engine, "before_cursor_execute", count_statement)
+    try:
+        for _round in range(3):
+            for i, category in enumerate(categories):
+                for _ in range(i % 3 + 1):
+                    tally.record(category, now)
+                tally.record(category, now - timedelta(hours=1))
+            assert flusher.flush() == sum(i % 3 + 2 for i in range(100))
+    finally:
+        sa.event.remove(ads_engine, "before_cursor_execute", count_statement)
+    assert compiles == 0
+    assert statements == 3  # one upsert per flush (BEGIN and COMMIT are not statements here)
+    with uow_factory() as uow:
+        for i, category in enumerate(categories):
+            assert StoredSearches().searches(uow, category, now - timedelta(hours=2), now + timedelta(hours=1)) \
+                == 3 * (i % 3 + 2)
