@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 from tests.support import container_stack
+from tests.support.scratch_db import drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def create_database() -> Iterator[Callable[[str], str]]:
     yield create
     with admin.connect() as conn:
         for name in created:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(conn, name)
     admin.dispose()
 
 

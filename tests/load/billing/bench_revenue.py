@@ -53,6 +53,7 @@ from services.kit.config import ServiceConfig
 from services.kit.db import make_engine
 from services.kit.kafka import dlq_topic, encode_event, ensure_topics, make_consumer, make_event, make_producer
 from services.kit.outbox import OUTBOX
+from tests.support.scratch_db import drop_database
 from tests.unit.billing.revenue_fakes import FakeLedgerTotals, FakeProvider, Ledger, migrate_books
 
 ACCOUNTS = int(os.environ.get("BENCH_REVENUE_ACCOUNTS", "10000"))
@@ -73,7 +74,7 @@ PER_ACCOUNT = {"cash": 900, "boosts": 45, "badge": 15, "promoted": 60, "proposal
 def drop_db(url: str) -> None:
     admin = sa.create_engine(make_url(os.environ["ADSMON_ADMIN_DATABASE_URL"]), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        drop_database(conn, str(make_url(url).database))
     admin.dispose()
 
 

@@ -51,6 +51,7 @@ from tests.e2e.conftest import free_port
 from tests.load.ghz import HEADER, LoadResult, median_result, protoset, run_ghz
 from tests.load.run_all import bare_run, bare_server
 from tests.load.stages import Hist, Key, between, describe, scrape
+from tests.support.scratch_db import drop_database
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNTS = 1000
@@ -93,7 +94,7 @@ def analyze(*urls: str) -> None:
 
 def drop_db(admin: sa.Engine, name: str) -> None:
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(conn, name)
 
 
 def _pgbench_common() -> tuple[dict[str, str], list[str]]:
