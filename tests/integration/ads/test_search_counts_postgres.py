@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql import compiler
 
 from services.ads.adapters.repository import SqlAlchemyAdsUnitOfWork
 from services.ads.adapters.searches import SearchFlusher, SearchTally
 from services.ads.domain.badge import WEEK
 from services.ads.service_layer.unit_of_work import StoredSearches
 from tests.conftest import unique
+from tests.support.compilations import count_compilations
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +54,13 @@ def test_a_flush_is_one_statement_compiled_nowhere_and_adds_to_the_rows(
     now = datetime.now(UTC)
     tally = SearchTally()
     flusher = SearchFlusher(ads_engine, tally)
-    compiles, statements = 0, 0
-    real_init = compiler.SQLCompiler.__init__
-
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal compiles
-        compiles += 1
-        real_init(self, *args, **kwargs)
+    statements = 0
 
     def count_statement(*args: object) -> None:
         nonlocal statements
         statements += 1
 
-    monkeypatch.setattr(compiler.SQLCompiler, "__init__", counting)
+    compilations = count_compilations(monkeypatch)
     sa.event.listen(ads_engine, "before_cursor_execute", count_statement)
     try:
         for _round in range(3):
@@ -77,7 +71,7 @@ def test_a_flush_is_one_statement_compiled_nowhere_and_adds_to_the_rows(
             assert flusher.flush() == sum(i % 3 + 2 for i in range(100))
     finally:
         sa.event.remove(ads_engine, "before_cursor_execute", count_statement)
-    assert compiles == 0
+    assert compilations.count == 0
     assert statements == 3  # one upsert per flush (BEGIN and COMMIT are not statements here)
     with uow_factory() as uow:
         for i, category in enumerate(categories):

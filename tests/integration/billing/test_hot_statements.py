@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.sql import compiler
 
 from services.billing.adapters.repository import BillingUnitOfWork
 from services.billing.adapters.tables import provider_events, purchases
@@ -17,6 +16,7 @@ from services.billing.domain import catalog
 from services.billing.domain.purchase import Purchase
 from services.billing.service_layer.payments import ProviderEvent
 from tests.conftest import unique
+from tests.support.compilations import count_compilations
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -48,19 +48,11 @@ def _record(engine: sa.Engine, event: ProviderEvent, outcome: str) -> None:
 def test_purchase_insert_and_webhook_record_are_not_compiled_per_call(billing_engine, monkeypatch):
     _add(billing_engine, _purchase(unique("warm")))  # the first use compiles
     _record(billing_engine, _event(unique("evt")), "APPLIED")
-    compiles = 0
-    real_init = compiler.SQLCompiler.__init__
-
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal compiles
-        compiles += 1
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(compiler.SQLCompiler, "__init__", counting)
+    compilations = count_compilations(monkeypatch)
     for _ in range(10):
         assert _add(billing_engine, _purchase(unique("req")))
         _record(billing_engine, _event(unique("evt")), "IGNORED")
-    assert compiles == 0
+    assert compilations.count == 0
 
 
 def test_purchase_insert_writes_every_column_once_per_request_id(billing_engine):
